@@ -1,0 +1,243 @@
+"""The command line: `server`, `rules check|print|test`, `check`, `* list`, `rbac`, `version`.
+
+Layer L6: the only place that configures logging, prints to the terminal or returns exit
+codes (0 valid, 1 invalid rules or config, 2 usage). `-c/--config` and `-r/--rules`
+(repeatable) are accepted before or after the sub-command, as in Falco Talon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from talon import __version__, catalog, config, models, plan, render, rules, suite
+from talon.errors import ConfigError, EventError, Problem, TalonError
+from talon.registry import Registry
+
+DEFAULT_CONFIG = "/etc/falco-talon/config.yaml"
+DEFAULT_RULES = ("/etc/falco-talon/rules.yaml",)
+SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules.d"
+
+
+def default_rules() -> list[str]:
+    """Upstream's default rules file if it exists, else the rules shipped with Talon."""
+    found = [p for p in DEFAULT_RULES if Path(p).exists()]
+    return found or [str(SHIPPED_RULES)]
+
+
+def _common(sub: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if sub else None
+    p.add_argument("-c", "--config", default=default, metavar="FILE",
+                   help=f"configuration file (server default: {DEFAULT_CONFIG} if present)")
+    p.add_argument("-r", "--rules", action="append", default=default, metavar="FILE",
+                   help="rules file or folder of *.yaml (repeatable; default: rules_files "
+                        "from the config, else /etc/falco-talon/rules.yaml, else rules.d/)")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(sub=True)
+    top = argparse.ArgumentParser(
+        prog="talon", parents=[_common(sub=False)],
+        description="Talon: a response engine for Falco events.")
+    verbs = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    server = verbs.add_parser("server", parents=[common], help="start the response server")
+    server.add_argument("--dry-run", action="store_true", default=None,
+                        help="log what every action would do and call nothing")
+    server.add_argument("--listen-address", dest="listen_address", default=None)
+    server.add_argument("--listen-port", dest="listen_port", type=int, default=None)
+    rules_p = verbs.add_parser("rules", parents=[common], help="check, print or test rules")
+    rverbs = rules_p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    for name, parent in (("check", rverbs), ("check", verbs)):
+        chk = parent.add_parser(name, parents=[common], help="check rules files")
+        chk.add_argument("--strict", action="store_true", help="warnings are errors too")
+    rverbs.add_parser("print", parents=[common], help="print the merged rules as YAML")
+    test = rverbs.add_parser("test", parents=[common],
+                             help="show or check what events would trigger")
+    test.add_argument("inputs", nargs="+", metavar="EVENT.json|SUITE.yaml")
+    for kind in ("actionners", "outputs", "notifiers"):
+        p = verbs.add_parser(kind, parents=[common], help=f"list the {kind}")
+        p.add_subparsers(dest="list_command", metavar="list", required=True).add_parser(
+            "list", parents=[common], help=f"list the available {kind}")
+    verbs.add_parser("rbac", parents=[common],
+                     help="print the least-privilege ClusterRole the rules need")
+    verbs.add_parser("version", help="print the version")
+    return top
+
+
+def _settings(args: argparse.Namespace, *, server: bool = False) -> config.Settings:
+    overrides: dict[str, Any] = {}
+    if args.rules:
+        overrides["rules_files"] = list(args.rules)
+    for key in ("dry_run", "listen_address", "listen_port"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    path = args.config
+    if path is None and server and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return config.load(path, overrides=overrides)
+
+
+def _rules_paths(settings: config.Settings) -> list[str]:
+    return list(settings.rules_files) or default_rules()
+
+
+def _print_problems(problems: Sequence[Problem]) -> None:
+    for p in problems:
+        print(f"{p.severity}: {p}", file=sys.stderr)
+
+
+def _load_checked(args: argparse.Namespace, settings: config.Settings, registry: Registry,
+                  strict: bool = False) -> rules.RuleSet | None:
+    configured = set(settings.notifiers) if args.config else None
+    ruleset, problems = rules.check(_rules_paths(settings), registry, strict=strict,
+                                    notifiers=configured)
+    _print_problems(problems)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        print(f"invalid rules: {len(errors)} error(s), {len(problems) - len(errors)} "
+              "warning(s)", file=sys.stderr)
+        return None
+    return ruleset
+
+
+def cmd_check(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    ruleset = _load_checked(args, settings, registry, strict=args.strict)
+    if ruleset is None:
+        return 1
+    n = len(ruleset.rules)
+    print(f"rules file valid: {n} rule{'s' if n != 1 else ''} from "
+          f"{len(ruleset.files)} file(s), {len(ruleset.warnings)} warning(s)")
+    return 0
+
+
+def cmd_print(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    ruleset, problems = rules.check(_rules_paths(settings), registry)
+    _print_problems([p for p in problems if p.severity == "error"])
+    sys.stdout.write(render.rules_yaml(ruleset))
+    return 0
+
+
+def _show_event(path: str, ruleset: rules.RuleSet, registry: Registry) -> int:
+    try:
+        event = models.decode(Path(path).read_bytes())
+    except (OSError, EventError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    steps = plan.plan(event, ruleset, registry)
+    print(f"# {path}: Falco rule '{event.rule}', priority '{event.priority}'")
+    if not steps:
+        print("no rule matches")
+    for s in steps:
+        out = {"rule": s.rule.name, "action": s.action.name, "actionner": s.action.actionner,
+               "parameters": render._plain(s.parameters)}
+        if s.action.output:
+            out["output"] = {"target": s.action.output.target,
+                             "parameters": render._plain(s.action.output.parameters)}
+        if s.dry_run:
+            out["dry_run"] = True
+        sys.stdout.write(render.dump([out]))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    ruleset = _load_checked(args, settings, registry)
+    if ruleset is None:
+        return 1
+    status, passed, failed = 0, 0, 0
+    for path in args.inputs:
+        if Path(path).suffix in (".yaml", ".yml"):
+            for result in suite.run_suite(Path(path), ruleset, registry):
+                mark = "FAIL" if result.failures else "ok"
+                print(f"{mark}: {path}: {result.name}")
+                for failure in result.failures:
+                    print("  " + failure.replace("\n", "\n  "))
+                failed += bool(result.failures)
+                passed += not result.failures
+        else:
+            status |= _show_event(path, ruleset, registry)
+    if passed or failed:
+        print(f"{passed} passed, {failed} failed")
+    return 1 if failed or status else 0
+
+
+def cmd_list(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    kind = {"actionners": "actionner", "outputs": "output", "notifiers": "notifier"}[
+        args.command]
+    blocks = [render.plugin_block(p) for p in registry.all(kind)]  # type: ignore[arg-type]
+    if kind == "actionner":
+        blocks += [render.plugin_block(p) for p in registry.all("context")]
+    print("\n".join(blocks), end="")
+    return 0
+
+
+def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    ruleset = _load_checked(args, settings, registry)
+    if ruleset is None:
+        return 1
+    perms = []
+    for rule in ruleset.rules:
+        for action in rule.actions:
+            perms += registry.get("actionner", action.actionner).info.permissions
+            for name in action.additional_contexts:
+                perms += registry.get("context", name).info.permissions
+        for name in set(rule.notifiers) | set(settings.default_notifiers):
+            if registry.has("notifier", name):
+                perms += registry.get("notifier", name).info.permissions
+    sys.stdout.write(render.cluster_role(perms))
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"Version:\t{__version__}\nPython:\t\t{platform.python_version()}\n"
+          f"Platform:\t{sys.platform}/{platform.machine()}")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    from talon import app  # the server pulls in prometheus-client; only it needs it
+
+    return app.run(settings, registry, rules_paths=_rules_paths(settings))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "version":
+        return cmd_version(args)
+    settings = _settings(args, server=args.command == "server")
+    registry = catalog.registry(settings.plugins)
+    if args.command == "server":
+        return cmd_server(args, settings, registry)
+    if args.command in ("actionners", "outputs", "notifiers"):
+        return cmd_list(args, settings, registry)
+    if args.command == "rbac":
+        return cmd_rbac(args, settings, registry)
+    handler = {"check": cmd_check, "print": cmd_print, "test": cmd_test}
+    name = "check" if args.command == "check" else args.rules_command
+    return handler[name](args, settings, registry)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 1
+    except TalonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Falco events as Talon sees them, and the records actions and notifiers exchange.
+
+Layer L0: stdlib only. `decode(body)` turns the JSON that Falco's http output or
+Falcosidekick's talon output POSTs into a frozen `Event`, or raises `EventError` naming
+the field. Top-level keys match case-insensitively (as the Go decoder does); numbers in
+`output_fields` keep their exact JSON text for matching and substitution.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time as _time
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from talon.errors import EventError
+
+DEFAULT_SOURCE = "syscall"
+"""What the Go version assigns to an event without `source` (singular, sic)."""
+
+_PREFIX = re.compile(
+    r"^\d{2}:\d{2}:\d{2}\.\d{9}: "
+    r"(Debug|Informational|Info|Notice|Warning|Error|Critical|Alert|Emergency)",
+    re.IGNORECASE,
+)
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+_KNOWN = ("output", "priority", "rule", "time", "output_fields", "hostname", "source",
+          "tags", "context", "trace_id")
+
+
+def trim_output(output: str) -> str:
+    """Drop the leading `HH:MM:SS.nnnnnnnnn: Priority` and one space, as upstream does.
+
+    Unlike upstream, `Informational` is tried before `Info` (no `rmational …` outputs).
+    """
+    trimmed = _PREFIX.sub("", output, count=1)
+    if trimmed is not output and trimmed.startswith(" "):
+        trimmed = trimmed[1:]
+    return trimmed
+
+
+def value_text(value: Any) -> str:
+    """The text an output-field value compares and substitutes as.
+
+    Strings as-is; numbers as their exact JSON literal; booleans `true`/`false`;
+    null `<nil>` (as the Go version prints it); lists and maps as compact JSON.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "<nil>"
+    if isinstance(value, int | Decimal | float):
+        return str(value)
+    return json.dumps(_plain(value), separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _string_like(value: Any) -> str:
+    """Upstream getter rule: strings and numbers count, anything else is absent."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | Decimal | float) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """A decoded Falco event. `output` is already trimmed; `extra` keeps unknown keys."""
+
+    output: str = ""
+    priority: str = ""
+    rule: str = ""
+    time: str = ""
+    output_fields: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    hostname: str = ""
+    source: str = DEFAULT_SOURCE
+    tags: tuple[Any, ...] = ()
+    context: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    trace_id: str = ""
+    extra: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    def field_text(self, key: str) -> str | None:
+        """The text of output field `key` for matching, or None when the event lacks it."""
+        if key not in self.output_fields:
+            return None
+        return value_text(self.output_fields[key])
+
+    def _first(self, *keys: str) -> str:
+        for key in keys:
+            text = _string_like(self.output_fields.get(key))
+            if text:
+                return text
+        return ""
+
+    def pod_name(self) -> str:
+        return self._first("k8s.pod.name", "ka.target.pod.name", "ka.target.name")
+
+    def namespace(self) -> str:
+        return self._first("k8s.ns.name", "ka.target.namespace")
+
+    def target_name(self) -> str:
+        return self._first("ka.target.name")
+
+    def target_namespace(self) -> str:
+        return self._first("ka.target.namespace")
+
+    def target_resource(self) -> str:
+        return self._first("ka.target.resource")
+
+    def remote_ip(self) -> str:
+        return self._first("fd.rip", "fd.sip")
+
+    def remote_port(self) -> str:
+        return self._first("fd.rport", "fd.sport")
+
+    def remote_protocol(self) -> str:
+        return self._first("fd.rproto", "fd.sproto")
+
+    def string_tags(self) -> frozenset[str]:
+        """The event's tags that are strings (only those can match a rule's tags)."""
+        return frozenset(t for t in self.tags if isinstance(t, str))
+
+    def to_dict(self, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The event as plain data with the Go serialisation's keys (plus `context`)."""
+        ctx = dict(self.context)
+        if context:
+            ctx.update(context)
+        return {
+            "trace_id": self.trace_id, "output": self.output, "priority": self.priority,
+            "rule": self.rule, "hostname": self.hostname,
+            "time": self.time or "0001-01-01T00:00:00Z", "source": self.source,
+            "output_fields": _plain(self.output_fields), "context": ctx or None,
+            "tags": list(_plain(self.tags)),
+        }
+
+    def to_json(self, context: Mapping[str, Any] | None = None) -> str:
+        return json.dumps(self.to_dict(context), default=_json_default)
+
+
+def _expect(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind):
+        raise EventError(key, f"expected {what}, got {type(value).__name__}")
+    return value
+
+
+def decode(body: bytes | str) -> Event:
+    """Parse and validate one Falco event; raises EventError naming the bad field."""
+    if isinstance(body, bytes | bytearray):
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError("", f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    if not body.strip():
+        raise EventError("", "empty body: expected one JSON object")
+    try:
+        data = json.loads(body, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise EventError("", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")\
+            from None
+    except RecursionError:
+        raise EventError("", "invalid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise EventError("", f"expected a JSON object, got {type(data).__name__}")
+    return from_mapping(data)
+
+
+def from_mapping(data: Mapping[str, Any]) -> Event:
+    """Build an Event from decoded JSON (keys matched case-insensitively, later wins)."""
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        low = key.lower() if isinstance(key, str) else key
+        if low in _KNOWN:
+            known[low] = value
+        else:
+            extra[key] = value
+    strings = {k: _expect(known, k, str, "a string") for k in
+               ("output", "priority", "rule", "hostname", "source", "trace_id", "time")}
+    time = strings["time"] or ""
+    if time and not _RFC3339.match(time):
+        raise EventError("time", f"expected an RFC 3339 timestamp, got {time!r}")
+    if time:
+        try:
+            datetime.fromisoformat(time.replace("z", "Z").replace("t", "T"))
+        except ValueError:
+            raise EventError("time", f"not a valid date/time: {time!r}") from None
+    fields = _expect(known, "output_fields", dict, "an object")
+    if fields is not None and not all(isinstance(k, str) for k in fields):
+        raise EventError("output_fields", "keys must be strings")
+    tags = _expect(known, "tags", list, "an array")
+    context = _expect(known, "context", dict, "an object")
+    return Event(
+        output=trim_output(strings["output"] or ""),
+        priority=strings["priority"] or "",
+        rule=strings["rule"] or "",
+        time=time,
+        output_fields=_freeze(fields or {}),
+        hostname=strings["hostname"] or "",
+        source=strings["source"] or DEFAULT_SOURCE,
+        tags=_freeze(tags or []),
+        context=_freeze(context or {}),
+        trace_id=strings["trace_id"] or "",
+        extra=_freeze(extra),
+    )
+
+
+class Status(StrEnum):
+    """Outcome of an action, output or notification step."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    IGNORED = "ignored"
+    IN_PROGRESS = "in_progress"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Artifact:
+    """Bytes an actionner produced (logs, a file, a capture) for an output to store."""
+
+    name: str
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """What an actionner or output returns: status, text output, objects, artifact."""
+
+    status: Status = Status.SUCCESS
+    output: str = ""
+    error: str = ""
+    objects: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    artifact: Artifact | None = None
+
+
+LOG_KEYS = ("time", "objects", "trace_id", "rule", "event", "message", "priority", "source",
+            "result", "notifier", "context", "output", "category", "output_name",
+            "output_target", "actionner", "action", "error", "status", "stage")
+"""Keys of the upstream log line, which is also the notification (webhook/ES) body."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notification:
+    """One action or output result, as every notifier receives it.
+
+    `message` is `action` or `output`; `objects` keys are title-cased as upstream does
+    (`pod` → `Pod`) when rendered by notifiers that show them as fields.
+    """
+
+    message: str
+    status: str
+    trace_id: str
+    rule: str = ""
+    action: str = ""
+    actionner: str = ""
+    event: str = ""
+    priority: str = ""
+    source: str = ""
+    output: str = ""
+    error: str = ""
+    result: str = ""
+    output_target: str = ""
+    category: str = ""
+    objects: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    context: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    def as_log_line(self) -> dict[str, Any]:
+        """The upstream log-line JSON: LOG_KEYS order, empty values omitted."""
+        values = {
+            "objects": dict(self.objects), "trace_id": self.trace_id, "rule": self.rule,
+            "event": self.event, "message": self.message, "priority": self.priority,
+            "source": self.source, "result": self.result, "context": dict(self.context),
+            "output": self.output, "category": self.category,
+            "output_target": self.output_target, "actionner": self.actionner,
+            "action": self.action, "error": self.error, "status": self.status,
+            "stage": self.message,
+        }
+        return {k: values[k] for k in LOG_KEYS if values.get(k)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """How hard a notifier tries: per-attempt timeout, retries and backoff.
+
+    Built by the notification dispatcher from the settings and handed to each notifier;
+    `sleep` is injectable so tests do not wait.
+    """
+
+    timeout: float = 10.0
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    sleep: Callable[[float], None] = _time.sleep
