@@ -1,0 +1,40 @@
+"""Kubernetes RBAC rules shared by the kubernetes, calico and cilium actionners.
+
+Layer L2 (plug-in support): stdlib and `talon.registry` only. Each constant is one rule of
+the ClusterRole that Talon's service account needs; a plug-in lists the rules it uses in its
+`permissions` metadata, so `talon actionners list` can print the ClusterRole to grant.
+"""
+
+from __future__ import annotations
+
+from talon import registry
+
+Permission = registry.Permission
+
+CORE = ""
+APPS = "apps"
+
+PODS_GET_LIST = Permission((CORE,), ("pods",), ("get", "list"))
+PODS_GET_DELETE_LIST = Permission((CORE,), ("pods",), ("get", "delete", "list"))
+PODS_GET_UPDATE_PATCH_LIST = Permission((CORE,), ("pods",), ("get", "update", "patch", "list"))
+PODS_EXEC = Permission((CORE,), ("pods/exec",), ("get", "create"))
+PODS_LOG = Permission((CORE,), ("pods/log",), ("get",))
+PODS_EVICTION = Permission((CORE,), ("pods/eviction",), ("get", "create"))
+PODS_EPHEMERAL_CONTAINERS = Permission((CORE,), ("pods/ephemeralcontainers",), ("patch", "create"))
+PODS_NODES_PATCH = Permission((CORE,), ("pods", "nodes"), ("get", "update", "patch", "list"))
+NODES_PATCH = Permission((CORE,), ("nodes",), ("get", "update", "patch"))
+JOBS = Permission(("batch",), ("jobs",), ("create", "get", "list", "delete"))
+REPLICASETS_GET = Permission((APPS,), ("replicasets",), ("get",))
+
+OWNERS_GET = (
+    Permission((APPS,), ("daemonsets",), ("get",)),
+    Permission((APPS,), ("deployments",), ("get",)),
+    REPLICASETS_GET,
+    Permission((APPS,), ("statefulsets",), ("get",)),
+)
+"""What the network policy actionners read to find a pod's owner and its selector."""
+
+
+def get_delete(group: str, resource: str) -> Permission:
+    """`get` and `delete` on one resource (what kubernetes:delete needs per resource)."""
+    return Permission((group,), (resource,), ("get", "delete"))

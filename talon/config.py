@@ -1,0 +1,633 @@
+"""Talon's static configuration, parsed once into an immutable `Settings`.
+
+Layer L1: stdlib + pyyaml (through `talon.yamlio`). Sources, lowest precedence first: the
+YAML file, environment variables, command-line overrides. Keys match case-insensitively
+(upstream's viper lower-cases them) while user data inside maps keeps its case. Unknown
+keys are errors naming the nearest known key, and every problem from every source is
+reported together in one `ConfigError`. The schema lives on the dataclass fields (type,
+default, `metadata`), so the loader, `ENV_VARS` and the docs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from talon import params, yamlio
+from talon.errors import ConfigError
+
+MASK = "***"
+
+
+def _meta(help_: str, *, min_: float | None = None, max_: float | None = None,
+          gt: float | None = None, env: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
+          check: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Field metadata: help text, bounds, extra env names, extra file keys, normaliser."""
+    return {"help": help_, "min": min_, "max": max_, "gt": gt, "env": env,
+            "aliases": aliases, "check": check}
+
+
+def _log_format(value: str) -> str:
+    word = value.strip().lower()
+    if word not in ("text", "color", "json"):
+        raise ValueError(f"expected one of text, color, json, got {value!r}")
+    return word
+
+
+_EVENT_FIELDS = ("rule", "priority", "source", "hostname", "output")
+_OUTPUT_FIELDS = "output_fields."
+
+
+def _dedup_key(items: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for item in items:
+        text = item.strip()
+        if text.lower() in _EVENT_FIELDS:
+            out.append(text.lower())
+        elif text.lower().startswith(_OUTPUT_FIELDS) and len(text) > len(_OUTPUT_FIELDS):
+            out.append(_OUTPUT_FIELDS + text[len(_OUTPUT_FIELDS):])
+        else:
+            raise ValueError(f"unknown event field {item!r} (expected one of "
+                             f"{', '.join(_EVENT_FIELDS)} or output_fields.<field>)")
+    return tuple(out)
+
+
+def _lower_items(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(item.lower() for item in items)
+
+
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OtelSettings:
+    """OpenTelemetry export (section `otel`)."""
+
+    traces_enabled: bool = field(default=False, metadata=_meta("Export traces"))
+    """Send traces to the OTEL collector."""
+    metrics_enabled: bool = field(default=False, metadata=_meta("Export metrics"))
+    """Send metrics to the OTEL collector."""
+    collector_endpoint: str = field(default="localhost", metadata=_meta("OTEL collector host"))
+    """Host name or address of the OTEL collector."""
+    collector_port: int = field(default=4317, metadata=_meta(
+        "OTEL collector port", min_=1, max_=65535))
+    """gRPC port of the OTEL collector."""
+    collector_use_insecure_grpc: bool = field(default=False, metadata=_meta(
+        "Plain-text gRPC to the collector", aliases=("otel.use_insecure_grpc",),
+        env=("OTEL_USE_INSECURE_GRPC",)))
+    """Talk to the collector without TLS (`use_insecure_grpc` is accepted, as in the docs)."""
+    timeout: int = field(default=10, metadata=_meta("OTEL export timeout (s)", min_=1))
+    """Export timeout in seconds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DedupSettings:
+    """De-duplication of repeated events and the leader lease (section `deduplication`)."""
+
+    leader_election: bool = field(default=True, metadata=_meta("Elect a leader via a lease"))
+    """Elect one leader among replicas through a Kubernetes Lease (cluster mode)."""
+    time_window_seconds: int = field(default=5, metadata=_meta(
+        "Dedup window (s), 0 disables", min_=0))
+    """Events with the same key inside this window run once; 0 disables de-duplication."""
+    key: tuple[str, ...] = field(default=(), metadata=_meta(
+        "Event fields forming the dedup key", check=_dedup_key))
+    """Event fields making the key (`rule`, `output_fields.<field>`…); empty = the output text."""
+    lease_name: str = field(default="falco-talon", metadata=_meta(
+        "Name of the leader lease", check=_not_empty))
+    """Name of the Lease object used for leader election."""
+    lease_namespace: str = field(default="", metadata=_meta(
+        "Namespace of the leader lease", env=("NAMESPACE",)))
+    """Namespace of the Lease; empty = the pod's own namespace."""
+    max_entries: int = field(default=100000, metadata=_meta("Max keys remembered", min_=1))
+    """Upper bound on the keys remembered in the window (oldest dropped first)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwsSettings:
+    """AWS credentials for aws:* plug-ins (section `aws`); empty = the SDK's own chain."""
+
+    role_arn: str = field(default="", metadata=_meta("IAM role to assume"))
+    """ARN of a role to assume."""
+    external_id: str = field(default="", metadata=_meta(
+        "External ID for the role", env=("AWS_ROLE_EXTERNAL_ID",)))
+    """External ID used when assuming `role_arn`."""
+    region: str = field(default="", metadata=_meta("AWS region"))
+    """Region; empty = the SDK's default."""
+    access_key: str = field(default="", metadata=_meta("AWS access key"))
+    """Static access key (secret)."""
+    secret_key: str = field(default="", metadata=_meta("AWS secret key"))
+    """Static secret key (secret)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MinioSettings:
+    """MinIO connection for the minio:s3 output (section `minio`)."""
+
+    endpoint: str = field(default="", metadata=_meta("MinIO endpoint"))
+    """host:port of the MinIO server."""
+    access_key: str = field(default="", metadata=_meta("MinIO access key"))
+    """Access key (secret)."""
+    secret_key: str = field(default="", metadata=_meta("MinIO secret key"))
+    """Secret key (secret)."""
+    use_ssl: bool = field(default=False, metadata=_meta("Use TLS with MinIO"))
+    """Connect with TLS."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GcpSettings:
+    """Google Cloud access for gcp:* plug-ins (section `gcp`)."""
+
+    credentials_path: str = field(default="", metadata=_meta("GCP credentials JSON file"))
+    """Path of a service-account JSON file; empty = application default credentials."""
+    region: str = field(default="", metadata=_meta("GCP region"))
+    """Default region."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything Talon reads at start-up; built by `load`, never mutated."""
+
+    listen_address: str = field(default="0.0.0.0", metadata=_meta(  # noqa: S104
+        "HTTP listen address"))
+    """Address the HTTP server binds."""
+    listen_port: int = field(default=2803, metadata=_meta(
+        "HTTP listen port (0 = any free)", min_=0, max_=65535))
+    """Port the HTTP server binds; 0 picks a free port."""
+    rules_files: tuple[str, ...] = field(default=(), metadata=_meta("Rules files"))
+    """Rules files, later ones override earlier ones; empty = the CLI's default."""
+    watch_rules: bool = field(default=True, metadata=_meta("Reload rules when they change"))
+    """Reload the rules when a file changes."""
+    print_all_events: bool = field(default=False, metadata=_meta("Log every received event"))
+    """Log every received event, not only the matching ones."""
+    kubeconfig: str = field(default="", metadata=_meta("Kubeconfig file (outside k8s)"))
+    """Kubeconfig path, when running outside Kubernetes; empty = in-cluster."""
+    log_format: str = field(default="color", metadata=_meta(
+        "Log format: text, color, json", check=_log_format))
+    """`text`, `color` or `json` (stored lower-case)."""
+    dry_run: bool = field(default=False, metadata=_meta("Log actions, run none"))
+    """Match and log, but run no action."""
+    workers: int = field(default=8, metadata=_meta("Event worker threads", min_=1, max_=256))
+    """Threads running actions."""
+    queue_size: int = field(default=1000, metadata=_meta("Event queue capacity", min_=1))
+    """Events waiting for a worker; beyond it POST / answers 503."""
+    max_body_bytes: int = field(default=1048576, metadata=_meta(
+        "Max request body (bytes)", min_=1024))
+    """Largest accepted request body."""
+    max_connections: int = field(default=256, metadata=_meta("Max open connections", min_=1))
+    """Concurrent HTTP connections served."""
+    read_timeout_seconds: float = field(default=10.0, metadata=_meta(
+        "HTTP read timeout (s)", gt=0))
+    """Time allowed to read one request."""
+    idle_timeout_seconds: float = field(default=60.0, metadata=_meta(
+        "HTTP keep-alive idle timeout (s)", gt=0))
+    """Idle time before a kept-alive connection is closed."""
+    action_timeout_seconds: float = field(default=120.0, metadata=_meta(
+        "Timeout of one action (s)", gt=0))
+    """Time allowed to one action."""
+    shutdown_timeout_seconds: float = field(default=30.0, metadata=_meta(
+        "Grace period on shutdown (s)", min_=0))
+    """Time given to queued work on shutdown."""
+    notifier_workers: int = field(default=4, metadata=_meta("Notifier threads", min_=1))
+    """Threads sending notifications."""
+    notifier_queue_size: int = field(default=1000, metadata=_meta(
+        "Notification queue capacity", min_=1))
+    """Notifications waiting for a thread; beyond it they are dropped and counted."""
+    notifier_timeout_seconds: float = field(default=10.0, metadata=_meta(
+        "Timeout of one notification (s)", gt=0))
+    """Time allowed to one notification attempt."""
+    notifier_retries: int = field(default=3, metadata=_meta("Notification retries", min_=0))
+    """Extra attempts after a failed notification."""
+    reload_interval_seconds: float = field(default=1.0, metadata=_meta(
+        "Rules poll interval (s)", gt=0))
+    """How often the rules files are checked for changes."""
+    plugins: tuple[str, ...] = field(default=(), metadata=_meta(
+        "Extra plug-in modules or .py files"))
+    """Importable module names or .py paths loaded after the built-in plug-ins."""
+    otel: OtelSettings = field(default_factory=OtelSettings)
+    """OpenTelemetry export."""
+    deduplication: DedupSettings = field(default_factory=DedupSettings)
+    """De-duplication and leader election."""
+    default_notifiers: tuple[str, ...] = field(default=(), metadata=_meta(
+        "Notifiers used by every rule", check=_lower_items))
+    """Notifiers enabled for every rule (names lower-cased)."""
+    notifiers: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: types.MappingProxyType({}))
+    """Raw settings per notifier name; the notifier plug-ins validate them."""
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    """AWS credentials."""
+    minio: MinioSettings = field(default_factory=MinioSettings)
+    """MinIO connection."""
+    gcp: GcpSettings = field(default_factory=GcpSettings)
+    """Google Cloud access."""
+
+    def secrets(self) -> frozenset[str]:
+        """The secret values present (keys, passwords, tokens), for the logger to mask."""
+        found: set[str] = set()
+        _mask(params.to_plain(self), (), found)
+        return frozenset(found)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """`settings` as plain data (dicts, lists, scalars) with every secret replaced by ***."""
+    result: dict[str, Any] = _mask(params.to_plain(settings), (), set())
+    return result
+
+
+# --- schema, derived from the dataclasses -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Field:
+    """One leaf setting: dotted key, value kind and the rules from its metadata."""
+
+    key: str
+    kind: str
+    default: Any
+    help: str
+    env: tuple[str, ...]
+    aliases: tuple[str, ...]
+    min: float | None
+    max: float | None
+    gt: float | None
+    check: Callable[[Any], Any] | None
+
+
+_KINDS: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool",
+                          tuple[str, ...]: "list"}
+_NOTIFIERS = "notifiers"
+
+
+def _fields_of(cls: type, prefix: str = "") -> Iterator[_Field]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _fields_of(hints[f.name], key + ".")
+        elif key != _NOTIFIERS:
+            meta = f.metadata
+            yield _Field(key=key, kind=_KINDS[hints[f.name]], default=f.default,
+                         help=meta["help"], env=(key.upper().replace(".", "_"), *meta["env"]),
+                         aliases=meta["aliases"], min=meta["min"], max=meta["max"],
+                         gt=meta["gt"], check=meta["check"])
+
+
+_FIELDS: tuple[_Field, ...] = tuple(_fields_of(Settings))
+_BY_NAME: dict[str, _Field] = {name: f for f in _FIELDS for name in (f.key, *f.aliases)}
+_SECTIONS = frozenset(name.split(".")[0] for name in _BY_NAME if "." in name)
+_KNOWN = sorted({f.key for f in _FIELDS} | _SECTIONS | {_NOTIFIERS})
+
+
+def _describe(f: _Field) -> str:
+    also = f"; also {', '.join(f.env[1:])}" if len(f.env) > 1 else ""
+    return f.help + also
+
+
+ENV_VARS: tuple[tuple[str, str, Any, str], ...] = (
+    *((f.key, f.env[0], f.default, _describe(f)) for f in _FIELDS),
+    ("notifiers.<name>.<setting>", "NOTIFIERS_<NAME>_<SETTING>", None,
+     "One notifier setting (string value)"),
+)
+"""(dotted key, environment variable, default, description) for every setting."""
+
+
+# --- value conversion ----------------------------------------------------------------------
+
+_INT_RX = re.compile(r"[+-]?\d+")
+_FLOAT_RX = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_BOOLS = {"true": True, "false": False}
+_ENV_BOOLS = {**_BOOLS, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a map"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)
+
+
+def _to_str(value: Any, from_env: bool) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    raise ValueError(f"expected string, got {_show(value)}")
+
+
+def _to_int(value: Any, from_env: bool) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT_RX.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError(f"expected integer, got {_show(value)}")
+
+
+def _to_float(value: Any, from_env: bool) -> float:
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and _FLOAT_RX.fullmatch(value.strip()):
+        number = float(value.strip())
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"expected number, got {_show(value)}")
+    return number
+
+
+def _to_bool(value: Any, from_env: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    table = _ENV_BOOLS if from_env else _BOOLS
+    if isinstance(value, str) and value.strip().lower() in table:
+        return table[value.strip().lower()]
+    words = "/".join(table)
+    raise ValueError(f"expected boolean ({words}), got {_show(value)}")
+
+
+def _to_list(value: Any, from_env: bool) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list or a comma-separated string, got {_show(value)}")
+    items = []
+    for index, item in enumerate(value):
+        if isinstance(item, Mapping | list | tuple) or item is None:
+            raise ValueError(f"item {index}: expected string, got {_show(item)}")
+        items.append(_to_str(item, from_env))
+    return tuple(items)
+
+
+_CONVERT: dict[str, Callable[[Any, bool], Any]] = {
+    "str": _to_str, "int": _to_int, "float": _to_float, "bool": _to_bool, "list": _to_list}
+
+
+def _check_range(f: _Field, value: Any) -> None:
+    if f.kind not in ("int", "float"):
+        return
+    if f.gt is not None and not value > f.gt:
+        raise ValueError(f"must be > {f.gt}, got {value}")
+    low = f.min is not None and value < f.min
+    high = f.max is not None and value > f.max
+    if (low or high) and f.min is not None and f.max is not None:
+        raise ValueError(f"must be between {f.min} and {f.max}, got {value}")
+    if low:
+        raise ValueError(f"must be >= {f.min}, got {value}")
+    if high:
+        raise ValueError(f"must be <= {f.max}, got {value}")
+
+
+def _convert(f: _Field, value: Any, *, from_env: bool) -> Any:
+    """The typed, checked value of `f`; raises ValueError with the reason."""
+    result = _CONVERT[f.kind](value, from_env)
+    if f.check is not None:
+        result = f.check(result)
+    _check_range(f, result)
+    return result
+
+
+# --- sources -------------------------------------------------------------------------------
+
+Notifiers = dict[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class _Layer:
+    """What one source contributed: typed leaf values and raw notifier settings."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    notifiers: Notifiers = field(default_factory=dict)
+
+
+def _suggest(dotted: str) -> str:
+    near = difflib.get_close_matches(dotted, _KNOWN, n=1, cutoff=0.6)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def _put(layer: _Layer, f: _Field, value: Any, where: str, problems: list[str],
+         *, from_env: bool = False) -> None:
+    try:
+        layer.values[f.key] = _convert(f, value, from_env=from_env)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+
+
+class _FileReader:
+    """Walks the parsed YAML of one file into a `_Layer`, collecting problems."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        self.layer = _Layer()
+        self.seen: dict[str, str] = {}
+
+    def where(self, node: Mapping[Any, Any], key: Any, dotted: str) -> str:
+        line = node.line_of(key) if isinstance(node, yamlio.LineDict) else None
+        return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
+
+    def walk(self, node: Mapping[Any, Any], prefix: str = "") -> None:
+        for key, value in node.items():
+            dotted = prefix + str(key).lower()
+            where = self.where(node, key, dotted)
+            if dotted == _NOTIFIERS:
+                self.notifiers(value, where)
+            elif dotted in _SECTIONS:
+                self.section(value, where, dotted)
+            elif dotted in _BY_NAME:
+                self.leaf(_BY_NAME[dotted], value, where, dotted)
+            else:
+                self.problems.append(f"{where}: unknown key{_suggest(dotted)}")
+
+    def section(self, value: Any, where: str, dotted: str) -> None:
+        if isinstance(value, Mapping):
+            self.walk(value, dotted + ".")
+        elif value is not None:
+            self.problems.append(f"{where}: expected a map, got {_show(value)}")
+
+    def leaf(self, f: _Field, value: Any, where: str, dotted: str) -> None:
+        if value is None:
+            return
+        if f.key in self.seen:
+            self.problems.append(f"{where}: duplicate key (already set as '{self.seen[f.key]}')")
+            return
+        self.seen[f.key] = dotted
+        _put(self.layer, f, value, where, self.problems)
+
+    def notifiers(self, value: Any, where: str) -> None:
+        if value is None:
+            return
+        if not isinstance(value, Mapping):
+            self.problems.append(f"{where}: expected a map of notifiers, got {_show(value)}")
+            return
+        for key, settings in value.items():
+            name = str(key).lower()
+            self.notifier(name, settings, self.where(value, key, f"{_NOTIFIERS}.{name}"))
+
+    def notifier(self, name: str, settings: Any, where: str) -> None:
+        if name in self.layer.notifiers:
+            self.problems.append(f"{where}: duplicate notifier")
+        elif settings is not None and not isinstance(settings, Mapping):
+            self.problems.append(f"{where}: expected a map of settings, got {_show(settings)}")
+        else:
+            self.layer.notifiers[name] = self.settings(settings or {}, where)
+
+    def settings(self, settings: Mapping[Any, Any], where: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in settings.items():
+            name = str(key).lower()
+            if name in out:
+                self.problems.append(f"{where}.{name}: duplicate setting")
+            elif value is not None:
+                out[name] = params.to_plain(value)
+        return out
+
+
+def _read_file(path: str, problems: list[str]) -> Any:
+    try:
+        return yamlio.load_file(path)
+    except FileNotFoundError:
+        problems.append(f"{path}: configuration file not found")
+    except yamlio.YamlError as exc:
+        problems.append(str(exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot read the configuration file: {exc}")
+    return None
+
+
+def _file_layer(path: str | None, required: bool, problems: list[str]) -> _Layer:
+    if path is None:
+        if required:
+            problems.append("a configuration file is required")
+        return _Layer()
+    data = _read_file(path, problems)
+    reader = _FileReader(path, problems)
+    if isinstance(data, Mapping):
+        reader.walk(data)
+    elif data is not None:
+        problems.append(f"{path}: expected a map at the top level, got {_show(data)}")
+    return reader.layer
+
+
+_ENV_NOTIFIERS = "NOTIFIERS_"
+
+
+def _env_layer(env: Mapping[str, str], problems: list[str]) -> _Layer:
+    """Env vars; an empty or blank value counts as unset, as viper does."""
+    layer = _Layer()
+    for f in _FIELDS:
+        name = next((n for n in f.env if env.get(n, "").strip()), None)
+        if name is not None:
+            raw = env[name]
+            _put(layer, f, raw, f"{name}={raw}", problems, from_env=True)
+    for var in sorted(env):
+        if var.upper().startswith(_ENV_NOTIFIERS) and env[var].strip():
+            name, _, setting = var[len(_ENV_NOTIFIERS):].partition("_")
+            if not name or not setting:
+                problems.append(f"{var}: expected a name like NOTIFIERS_<NAME>_<SETTING>")
+                continue
+            layer.notifiers.setdefault(name.lower(), {})[setting.lower()] = env[var]
+    return layer
+
+
+def _override_layer(overrides: Mapping[str, Any], problems: list[str]) -> _Layer:
+    """Command-line values, already typed; None means "flag not given"."""
+    layer = _Layer()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        dotted = str(key).lower()
+        where = f"{dotted} (command line)"
+        parts = dotted.split(".")
+        if parts[0] == _NOTIFIERS and len(parts) == 3 and all(parts):
+            layer.notifiers.setdefault(parts[1], {})[parts[2]] = value
+        elif dotted in _BY_NAME:
+            _put(layer, _BY_NAME[dotted], value, where, problems)
+        else:
+            problems.append(f"{where}: unknown key{_suggest(dotted)}")
+    return layer
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _build(cls: type[Any], prefix: str, values: Mapping[str, Any],
+           notifiers: Notifiers) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if key == _NOTIFIERS:
+            kwargs[f.name] = _freeze(notifiers)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], key + ".", values, notifiers)
+        elif key in values:
+            kwargs[f.name] = values[key]
+    return cls(**kwargs)
+
+
+def load(path: str | None, *, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None, required: bool = False) -> Settings:
+    """Read `path` (YAML), then `env` (default os.environ), then `overrides` (dotted keys).
+
+    Raises ConfigError listing every problem found in every source.
+    """
+    problems: list[str] = []
+    layers = (_file_layer(path, required, problems),
+              _env_layer(os.environ if env is None else env, problems),
+              _override_layer(overrides or {}, problems))
+    if problems:
+        raise ConfigError(problems)
+    values: dict[str, Any] = {}
+    notifiers: Notifiers = {}
+    for layer in layers:
+        values.update(layer.values)
+        for name, settings in layer.notifiers.items():
+            notifiers.setdefault(name, {}).update(settings)
+    settings: Settings = _build(Settings, "", values, notifiers)
+    return settings
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+_SECRET_FIELDS = frozenset({("aws", "access_key"), ("aws", "secret_key"),
+                            ("minio", "access_key"), ("minio", "secret_key")})
+_SECRET_SETTINGS = frozenset({"password", "api_key", "webhook_url", "token"})
+
+
+def _is_secret(path: tuple[str, ...]) -> bool:
+    if path in _SECRET_FIELDS:
+        return True
+    if len(path) == 3 and path[0] == _NOTIFIERS:
+        return path[2] in _SECRET_SETTINGS
+    return (len(path) == 4 and path[0] == _NOTIFIERS and path[2] == "custom_headers"
+            and path[3].lower() == "authorization")
+
+
+def _mask(node: Any, path: tuple[str, ...], found: set[str]) -> Any:
+    """Copy of plain `node` with secrets masked; their values are added to `found`."""
+    if isinstance(node, dict):
+        return {key: _mask(value, (*path, str(key)), found) for key, value in node.items()}
+    if _is_secret(path) and node not in (None, ""):
+        found.add(str(node))
+        return MASK
+    return node

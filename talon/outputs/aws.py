@@ -1,0 +1,65 @@
+"""aws:s3: store artifacts as objects of an AWS S3 bucket.
+
+Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
+later in this module and imports boto3 only then. Bucket names are checked loosely (length
+and characters), enough to catch a typo or a path given as a bucket.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from talon import params, registry
+
+_BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
+
+CLOUD_PERMISSIONS = """\
+{
+  "Version": "2012-10-17",
+  "Statement": [
+    {
+      "Sid": "AllowPutArtifacts",
+      "Effect": "Allow",
+      "Action": ["s3:PutObject", "s3:PutObjectAcl"],
+      "Resource": ["arn:aws:s3:::<bucket>/", "arn:aws:s3:::<bucket>/*"]
+    }
+  ]
+}
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class S3Params:
+    """Parameters of aws:s3."""
+
+    bucket: str = field(metadata={"help": "Destination bucket"})
+    prefix: str = field(default="", metadata={"help": "Prefix of the object keys"})
+    region: str = field(default="", metadata={
+        "help": "Region of the bucket (default: the region of the AWS settings)"})
+
+    def __post_init__(self) -> None:
+        if not _BUCKET.fullmatch(self.bucket):
+            raise params.ParamValueError(
+                "bucket", f"invalid bucket name '{self.bucket}': expected 3 to 63 "
+                          f"lowercase letters, digits, '.' or '-'")
+
+
+EXAMPLE = """\
+- action: Download the suspicious file
+  actionner: kubernetes:download
+  parameters:
+    file: "${FD_NAME}"
+  output:
+    target: aws:s3
+    parameters:
+      bucket: falco-talon
+      prefix: files
+      region: eu-west-1
+"""
+
+registry.declare(
+    "output", "aws", "s3", params=S3Params,
+    description="Store on AWS S3",
+    requires=("boto3",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE,
+)
