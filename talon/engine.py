@@ -1,0 +1,289 @@
+"""The engine: match an event, then run each matching rule's actions in order.
+
+Layer L3. For each event: snapshot the rule set, match, drop duplicates, then per rule and
+per action: context → required fields → live checks → run (with a timeout) → output →
+metrics, logs and notifications. Semantics (the Go version's, bugs fixed):
+- an action's `continue` (explicit, else the actionner's default) false ends the rule;
+- a failed action ends the rule unless `ignore_errors: true` (which never changes
+  `continue`); a rule's `continue: false` stops later rules;
+- `dry_run` (rule or global) logs the action with its final parameters and calls nothing;
+- a failure is always logged, counted and notified; `ignored` stays `ignored`.
+The only broad `except` around plug-in calls lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from talon import log, params, plan
+from talon.dedup import Deduplicator
+from talon.errors import PluginError
+from talon.metrics import Metrics
+from talon.models import Event, Notification, Result, Status
+from talon.plugin import ActionContext, OutputContext
+from talon.registry import Plugin, Registry
+from talon.rules.model import Action, Rule, RuleSet
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[tuple[str, ...], Notification], None]
+
+
+class RuleSource(Protocol):
+    """Anything with a `current` RuleSet (swapped atomically on reload)."""
+
+    current: RuleSet
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one action ended, for the sequencing logic."""
+
+    ok: bool
+    status: str
+
+
+class ActionTimeoutError(PluginError):
+    """The action did not finish within its timeout."""
+
+
+def _call_with_timeout(func: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Run `func` in a helper thread; raise ActionTimeoutError when it overruns."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="talon-action", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ActionTimeoutError(f"{what} did not finish within {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _missing_fields(event: Event, required: tuple[str, ...]) -> list[str]:
+    missing = []
+    for spec in required:
+        names = spec.split("|")
+        if not any(event.field_text(n) not in (None, "", "<nil>") for n in names):
+            missing.append(" or ".join(names))
+    return missing
+
+
+class Engine:
+    """Handles one event at a time per call; safe to call from many worker threads."""
+
+    def __init__(self, *, registry: Registry, rules: RuleSource, metrics: Metrics,
+                 notify: Notify, default_notifiers: tuple[str, ...] = (),
+                 dedup: Deduplicator | None = None, clients: Any = None,
+                 dry_run: bool = False, action_timeout: float = 120.0,
+                 print_all_events: bool = False) -> None:
+        self.registry, self.rules, self.metrics = registry, rules, metrics
+        self.notify_sink, self.default_notifiers = notify, default_notifiers
+        self.dedup, self.clients = dedup, clients
+        self.dry_run, self.action_timeout = dry_run, action_timeout
+        self.print_all_events = print_all_events
+
+    def handle(self, event: Event) -> list[tuple[str, str, str]]:
+        """Process `event`; returns (rule, action, status) for each action considered."""
+        ruleset = self.rules.current
+        matched = ruleset.matcher.match(event)
+        if not matched:
+            return []
+        if self.dedup is not None and self.dedup.is_duplicate(event):
+            self.metrics.duplicates.inc()
+            log.emit(logger, logging.INFO, "event", status="duplicate", rule=event.rule,
+                     output=event.output, trace_id=event.trace_id)
+            return []
+        if not self.print_all_events:
+            log.emit(logger, logging.INFO, "event", rule=event.rule, priority=event.priority,
+                     source=event.source, output=event.output, trace_id=event.trace_id)
+        done: list[tuple[str, str, str]] = []
+        for rule in matched:
+            self._rule(event, rule, done)
+            if not rule.continues:
+                break
+        return done
+
+    def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]]) -> None:
+        self.metrics.matches.labels(rule.name, event.rule, event.priority, event.source).inc()
+        log.emit(logger, logging.INFO, "match", rule=rule.name, event=event.rule,
+                 priority=event.priority, source=event.source, trace_id=event.trace_id)
+        for action in rule.actions:
+            outcome = self.run_action(event, rule, action)
+            done.append((rule.name, action.name, outcome.status))
+            if not outcome.ok and not action.ignore_errors:
+                break
+            if not action.continues:
+                break
+
+    # -- one action -------------------------------------------------------------------
+
+    def run_action(self, event: Event, rule: Rule, action: Action) -> Outcome:
+        """Run one action of `rule` for `event`; never raises."""
+        started = time.monotonic()
+        plugin = self.registry.get("actionner", action.actionner)
+        step = plan.step(event, rule, action, self.registry)
+        if self.dry_run or rule.dry_run:
+            self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
+                             parameters=params.to_plain(step.parameters),
+                             output="no action, dry-run is enabled")
+            self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
+                                actionner=action.actionner, status="dry_run")
+            return Outcome(True, "dry_run")
+        try:
+            result = self._execute(event, rule, action, plugin, step)
+        except Exception as exc:  # noqa: BLE001 - a plug-in failure is an ordinary failure
+            result = Result(status=Status.FAILURE, error=_error_text(exc))
+        self._report_action(event, rule, action, result)
+        self.metrics.action_seconds.labels(action.actionner).observe(time.monotonic() - started)
+        ok = result.status != Status.FAILURE and not result.error
+        status = str(result.status) if ok else str(Status.FAILURE)
+        if ok and result.artifact is not None:
+            ok = self._output_stage(event, rule, action, plugin, result)
+        return Outcome(ok, status)
+
+    def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
+                 step: plan.Step) -> Result:
+        info = plugin.info
+        if plugin.run is None:
+            raise PluginError(f"actionner '{action.actionner}' is not available in this build")
+        missing = _missing_fields(event, info.required_fields)
+        if missing:
+            raise PluginError(f"missing required field(s) in the event: {', '.join(missing)}")
+        extra = self._contexts(event, rule, action, step) if info.use_context else {}
+        if extra:
+            step = plan.step(event, rule, action, self.registry, extra_context=extra)
+        value, problems = params.coerce(info.params, step.parameters) if info.params else (
+            None, [])
+        if info.params and value is None:
+            raise PluginError("invalid parameters after substitution: " + "; ".join(
+                f"{p.field}: {p.message}" for p in problems if p.severity == "error"))
+        ctx = ActionContext(event=event, rule=rule, action=action, params=value,
+                            context=step.context, env=step.env, clients=self.clients,
+                            deadline=time.monotonic() + self.action_timeout)
+        for check in plugin.checks:
+            check(ctx)
+        self._log_action(event, rule, action, Status.IN_PROGRESS)
+        result = _call_with_timeout(lambda: plugin.run(ctx), self.action_timeout,
+                                    f"action '{action.name}'")
+        if not isinstance(result, Result):
+            raise PluginError(f"actionner '{action.actionner}' returned {type(result).__name__}")
+        return result
+
+    def _contexts(self, event: Event, rule: Rule, action: Action,
+                  step: plan.Step) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for name in action.additional_contexts:
+            plugin = self.registry.get("context", name)
+            ctx = ActionContext(event=event, rule=rule, action=action, params=None,
+                                context=step.context, env=step.env, clients=self.clients,
+                                deadline=time.monotonic() + self.action_timeout)
+            try:
+                if plugin.run is None:
+                    raise PluginError(f"context '{name}' is not available in this build")
+                values = _call_with_timeout(lambda p=plugin, c=ctx: p.run(c),
+                                            self.action_timeout, f"context '{name}'")
+                found.update({k: str(v) for k, v in dict(values or {}).items() if v})
+            except Exception as exc:
+                if not action.ignore_errors:
+                    raise PluginError(f"context '{name}': {_error_text(exc)}") from exc
+                log.emit(logger, logging.WARNING, "context", rule=rule.name, action=action.name,
+                         context=name, error=_error_text(exc), trace_id=event.trace_id)
+        return found
+
+    def _report_action(self, event: Event, rule: Rule, action: Action, result: Result) -> None:
+        status = Status.FAILURE if result.error else result.status
+        output = result.output
+        if result.artifact is not None and action.output is None and not output:
+            output = result.artifact.data.decode("utf-8", "replace")
+        self._finish(event, rule, action, status, output=output, error=result.error,
+                     objects=result.objects)
+
+    def _finish(self, event: Event, rule: Rule, action: Action, status: Status, *,
+                output: str = "", error: str = "", objects: Mapping[str, str] | None = None
+                ) -> None:
+        objects = dict(objects or {})
+        self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
+                            actionner=action.actionner, status=str(status),
+                            namespace=objects.get("namespace", ""), pod=objects.get("pod", ""))
+        self._log_action(event, rule, action, status, output=output, error=error,
+                         objects=objects)
+        self._notify(rule, Notification(
+            message="action", status=str(status), trace_id=event.trace_id, rule=rule.name,
+            action=action.name, actionner=action.actionner, event=event.output,
+            priority=event.priority, source=event.source, output=output, error=error,
+            objects=objects))
+
+    def _log_action(self, event: Event, rule: Rule, action: Action, status: Status, *,
+                    dry_run: bool = False, **fields: Any) -> None:
+        level = logging.ERROR if status == Status.FAILURE else logging.INFO
+        objects = fields.pop("objects", None) or {}
+        log.emit(logger, level, "action", rule=rule.name, action=action.name,
+                 actionner=action.actionner, status=str(status), trace_id=event.trace_id,
+                 dry_run=dry_run or None, event=event.rule,
+                 **{k.lower(): v for k, v in objects.items()}, **fields)
+
+    def _notify(self, rule: Rule, notification: Notification) -> None:
+        names = tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
+        if names:
+            self.notify_sink(names, notification)
+
+    # -- output stage -----------------------------------------------------------------
+
+    def _output_stage(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
+                      result: Result) -> bool:
+        info = plugin.info
+        spec = action.output
+        if spec is None or not (info.allow_output or info.require_output):
+            return True
+        target = spec.target
+        try:
+            artifact = result.artifact
+            if artifact is None or not artifact.data:
+                raise PluginError("empty output")
+            out_plugin = self.registry.get("output", target)
+            if out_plugin.run is None:
+                raise PluginError(f"output '{target}' is not available in this build")
+            ctx = OutputContext(event=event, rule=rule, action=action, params=spec.params,
+                                objects=result.objects, clients=self.clients,
+                                deadline=time.monotonic() + self.action_timeout)
+            for check in out_plugin.checks:
+                check(ctx)
+            stored = _call_with_timeout(lambda: out_plugin.run(ctx, artifact),
+                                        self.action_timeout, f"output '{target}'")
+            if not isinstance(stored, Result):
+                raise PluginError(f"output '{target}' returned {type(stored).__name__}")
+        except Exception as exc:  # noqa: BLE001 - an output failure is an ordinary failure
+            stored = Result(status=Status.FAILURE, error=_error_text(exc))
+        status = Status.FAILURE if stored.error else stored.status
+        self.metrics.outputs.labels(rule.name, action.name, target, str(status)).inc()
+        level = logging.ERROR if status == Status.FAILURE else logging.INFO
+        log.emit(logger, level, "output", rule=rule.name, action=action.name,
+                 actionner=action.actionner, output_target=target, status=str(status),
+                 result=stored.output, error=stored.error, trace_id=event.trace_id,
+                 **{k.lower(): v for k, v in stored.objects.items()})
+        self._notify(rule, Notification(
+            message="output", status=str(status), trace_id=event.trace_id, rule=rule.name,
+            action=action.name, actionner=action.actionner, event=event.output,
+            output_target=target, category=target.split(":", 1)[0], result=stored.output,
+            error=stored.error, objects=dict(stored.objects)))
+        return status != Status.FAILURE
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, PluginError) or not text:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, OSError) else text

@@ -1,0 +1,62 @@
+"""Prometheus metrics: the seed's counters plus what operators need.
+
+Layer L1 (prometheus-client). Metric names are Falco Talon's documented ones
+(`event_total`, `match_total`, `action_total`, …) so dashboards keep working; Talon's
+additions carry a `talon_` prefix. Label values come from rules and plug-in names, not
+from raw event text, except `namespace`/`pod` on `action_total`, which the seed shows:
+they are kept (bounded by the pods acted on) but can be blanked with `pod_labels=False`.
+Each Metrics has its own CollectorRegistry, so tests get fresh counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import exposition as _exposition
+
+CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """All of Talon's instruments, registered in one CollectorRegistry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 pod_labels: bool = True) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.pod_labels = pod_labels
+        r = self.registry
+        self.events = Counter("event", "number of received events",
+                              ["event", "priority", "source"], registry=r)
+        self.matches = Counter("match", "number of matched events",
+                               ["rule", "event", "priority", "source"], registry=r)
+        self.actions = Counter("action", "number of actions",
+                               ["rule", "event", "action", "actionner", "status",
+                                "namespace", "pod"], registry=r)
+        self.outputs = Counter("output", "number of outputs",
+                               ["rule", "action", "target", "status"], registry=r)
+        self.notifications = Counter("notification", "number of notifications",
+                                     ["notifier", "status"], registry=r)
+        self.rejected = Counter("talon_events_rejected", "events refused at ingest",
+                                ["reason"], registry=r)
+        self.duplicates = Counter("talon_events_duplicate", "events dropped as duplicates",
+                                  registry=r)
+        self.queue_depth = Gauge("talon_queue_depth", "events waiting for a worker",
+                                 registry=r)
+        self.busy_workers = Gauge("talon_workers_busy", "workers handling an event",
+                                  registry=r)
+        self.action_seconds = Histogram(
+            "talon_action_duration_seconds", "time spent running an action", ["actionner"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r)
+        self.reloads = Counter("talon_rules_reloads", "rule reloads", ["status"], registry=r)
+        self.rules_loaded = Gauge("talon_rules_loaded", "rules in force", registry=r)
+
+    def action(self, *, rule: str, event: str, action: str, actionner: str, status: str,
+               namespace: str = "", pod: str = "") -> None:
+        """Count one action outcome."""
+        if not self.pod_labels:
+            namespace = pod = ""
+        self.actions.labels(rule, event, action, actionner, status, namespace, pod).inc()
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return bytes(generate_latest(self.registry))

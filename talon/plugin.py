@@ -1,0 +1,69 @@
+"""The plug-in SDK: what actionners, outputs, notifiers and contexts import.
+
+Layer L1. Plug-ins (built-in or loaded through the `plugins:` setting) import this module
+and `talon.clients.*`, nothing else from Talon. Contracts:
+- actionner: `run(ctx: ActionContext) -> Result`; a `Result.artifact` goes to the output;
+- output: `run(ctx: OutputContext, artifact: Artifact) -> Result`;
+- context: `run(ctx: ActionContext) -> Mapping[str, str]`;
+- notifier: a class `cls(settings, delivery)` with `send(notification)`.
+Raise `ActionError`/`OutputError`/`CheckFailedError` for expected failures; any other
+exception is caught by the engine and reported as a failure too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from talon.errors import ActionError, CheckFailedError, NotifyError, OutputError
+from talon.models import Artifact, Delivery, Event, Notification, Result, Status
+from talon.registry import Permission, actionner, context, declare, notifier, output
+from talon.rules.model import Action, Rule
+
+_ACTION_LOGGER = logging.getLogger("talon.actionners")
+_OUTPUT_LOGGER = logging.getLogger("talon.outputs")
+
+__all__ = [
+    "Action", "ActionContext", "ActionError", "Artifact", "CheckFailedError", "Delivery",
+    "Event", "Notification", "NotifyError", "OutputContext", "OutputError", "Permission",
+    "Result", "Rule", "Status", "actionner", "context", "declare", "notifier", "output",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionContext:
+    """Everything an actionner (or context) gets for one action on one event."""
+
+    event: Event
+    rule: Rule
+    action: Action
+    params: Any
+    """The actionner's params dataclass, with `${VAR}` substitution applied."""
+    context: Mapping[str, str]
+    """Talon's `falco-talon.*` keys and the additional contexts fetched."""
+    env: Mapping[str, str]
+    """Environment-style names (FD_NAME, PRIORITY, FALCO-TALON_RULE, …) of this event."""
+    clients: Any
+    """Lazily built SDK clients shared by all threads (see talon.clients)."""
+    deadline: float
+    """time.monotonic() value by which the action must be over."""
+    dry_run: bool = False
+    logger: logging.Logger = _ACTION_LOGGER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputContext:
+    """Everything an output gets to store one artifact."""
+
+    event: Event
+    rule: Rule
+    action: Action
+    params: Any
+    """The output's params dataclass."""
+    objects: Mapping[str, str]
+    """The objects the actionner reported (pod, namespace, …), used in object names."""
+    clients: Any
+    deadline: float
+    logger: logging.Logger = _OUTPUT_LOGGER

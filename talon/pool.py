@@ -1,0 +1,169 @@
+"""The bounded event queue and the worker pool that drains it.
+
+Layer L4: stdlib only. The HTTP handler `put`s events (never blocking: a full queue is a
+503); N named workers `take` them and call the engine. Events for the same pod are handed
+to the worker already busy with that pod, so they run in arrival order, while events for
+other pods go on in parallel: a 10-second capture never delays another pod's response.
+The queue sits behind a small interface (put / take / done) so that a durable journal can
+replace the in-memory one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from talon import log
+from talon.models import Event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One accepted event and when it was accepted (monotonic seconds)."""
+
+    event: Event
+    accepted: float
+    seq: int
+
+
+class EventQueue(Protocol):
+    """What the pool needs from a queue; `done` acknowledges a processed item."""
+
+    def put(self, event: Event) -> bool: ...
+    def take(self, timeout: float) -> Item | None: ...
+    def done(self, item: Item) -> None: ...
+    def depth(self) -> int: ...
+
+
+class MemoryQueue:
+    """A bounded in-memory queue: `put` returns False instead of blocking when full."""
+
+    def __init__(self, maxsize: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._q: queue.Queue[Item] = queue.Queue(maxsize)
+        self._clock = clock
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def put(self, event: Event) -> bool:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        try:
+            self._q.put_nowait(Item(event, self._clock(), seq))
+        except queue.Full:
+            return False
+        return True
+
+    def take(self, timeout: float) -> Item | None:
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def done(self, item: Item) -> None:
+        self._q.task_done()
+
+    def depth(self) -> int:
+        return self._q.qsize()
+
+
+def pod_key(event: Event) -> str:
+    """Events with the same key run in order; events without a pod are independent."""
+    pod = event.pod_name()
+    return f"{event.namespace()}/{pod}" if pod else ""
+
+
+class WorkerPool:
+    """N worker threads draining `source`, calling `handle(item)` for each item."""
+
+    def __init__(self, source: EventQueue, handle: Callable[[Item], None], *, workers: int,
+                 key: Callable[[Event], str] = pod_key,
+                 on_busy: Callable[[int], None] | None = None) -> None:
+        self._source, self._handle, self._key = source, handle, key
+        self._size = workers
+        self._on_busy = on_busy or (lambda _n: None)
+        self._lock = threading.Lock()
+        self._active: dict[str, deque[Item]] = {}
+        self._busy = 0
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i in range(self._size):
+            t = threading.Thread(target=self._loop, name=f"talon-worker-{i + 1}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            item = self._source.take(timeout=0.2)
+            if item is None:
+                continue
+            key = self._key(item.event)
+            with self._lock:
+                self._in_flight += 1
+                if key and key in self._active:
+                    self._active[key].append(item)  # the worker owning this pod runs it next
+                    continue
+                if key:
+                    self._active[key] = deque()
+            self._run_key(key, item)
+
+    def _run_key(self, key: str, item: Item | None) -> None:
+        while item is not None:
+            self._run(item)
+            with self._lock:
+                pending = self._active.get(key) if key else None
+                if pending:
+                    item = pending.popleft()
+                else:
+                    if key:
+                        del self._active[key]
+                    item = None
+
+    def _run(self, item: Item) -> None:
+        with self._lock:
+            self._busy += 1
+            self._on_busy(self._busy)
+        try:
+            self._handle(item)
+        except Exception:
+            logger.exception("event handling failed", extra={"fields": {
+                "trace_id": item.event.trace_id}})
+        finally:
+            self._source.done(item)
+            with self._lock:
+                self._busy -= 1
+                self._in_flight -= 1
+                self._on_busy(self._busy)
+
+    def idle(self) -> bool:
+        """No item waiting in the queue and none being handled."""
+        with self._lock:
+            return self._in_flight == 0 and self._source.depth() == 0
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every accepted item is handled (or `timeout`); then stop the workers."""
+        deadline = time.monotonic() + timeout
+        while not self.idle() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        drained = self.idle()
+        if not drained:
+            log.emit(logger, logging.ERROR, "shutdown", error="drain timeout: events left",
+                     queued=self._source.depth())
+        self.stop()
+        return drained
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=1.0)

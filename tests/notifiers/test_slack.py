@@ -1,0 +1,127 @@
+"""Slack notifier against the HTTP sink.
+
+Covers: long format (headline text, colour, footer, every field in upstream order, objects
+title-cased and sorted, Event/Output code blocks, CRLF cleaned), short format (headline in
+the attachment, no fields, no footer), empty footer/username/icon, colours per status,
+headers, failures that never reveal the webhook token.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from talon.errors import NotifyError
+from talon.models import Delivery, Notification
+from talon.notifiers import slack
+from talon.params import coerce
+from tests.notifiers.sinks import HttpSink, Reply, free_port
+
+TOKEN = "T000/B000/XXXXSECRETTOKEN"
+
+
+def make(sink_url: str, delivery: Delivery, **raw: object) -> slack.SlackNotifier:
+    settings, problems = coerce(slack.SlackSettings,
+                                {"webhook_url": f"{sink_url}/services/{TOKEN}", **raw})
+    assert settings is not None, problems
+    return slack.SlackNotifier(settings, delivery)
+
+
+def test_long_format(sink: HttpSink, delivery: Delivery, action_note: Notification) -> None:
+    make(sink.url, delivery).send(action_note)
+    [req] = sink.requests
+    assert req.path == f"/services/{TOKEN}"
+    assert req.header("Content-Type") == "application/json; charset=utf-8"
+    assert req.header("User-Agent") == "falco-talon"
+    body = req.json()
+    assert body["text"] == ("[*SUCCESS*][*ACTION*] Rule: `Terminal shell in container` "
+                            "Action: `Label Pod as Suspicious`")
+    assert body["username"] == "Falco Talon"
+    assert body["icon_url"] == slack.DEFAULT_ICON
+    [att] = body["attachments"]
+    assert att["color"] == "#23ba47"
+    assert att["fallback"] == ""
+    assert att["footer"] == "http://github.com/falcosecurity/falco-talon"
+    assert "text" not in att
+    titles = [(f["title"], f["short"]) for f in att["fields"]]
+    assert titles == [
+        ("Rule", False), ("Action", False), ("Actionner", True), ("Status", True),
+        ("Namespace", True), ("Networkpolicy", True), ("Pod", True),
+        ("Event", False), ("Message", False), ("Trace ID", False), ("Output", False),
+    ]
+    values = {f["title"]: f["value"] for f in att["fields"]}
+    assert values["Rule"] == "`Terminal shell in container`"
+    assert values["Pod"] == "`cncf-1`"
+    assert values["Event"] == f"```{action_note.event}```"
+    assert values["Message"] == "`action`"
+    assert values["Output"] == f"```\n{action_note.output}```"
+
+
+def test_long_format_failure_fields(sink: HttpSink, delivery: Delivery,
+                                    failure_note: Notification) -> None:
+    make(sink.url, delivery).send(failure_note)
+    body = sink.requests[0].json()
+    assert body["text"] == "[*FAILURE*][*OUTPUT*] OutputTarget: `aws:s3`"
+    [att] = body["attachments"]
+    assert att["color"] == "#e20b0b"
+    assert [f["title"] for f in att["fields"]] == [
+        "Status", "File", "Message", "Error", "OutputTarget", "Trace ID"]
+
+
+def test_short_format(sink: HttpSink, delivery: Delivery, action_note: Notification) -> None:
+    make(sink.url, delivery, format="short").send(action_note)
+    body = sink.requests[0].json()
+    assert "text" not in body
+    [att] = body["attachments"]
+    assert att["text"].startswith("[*SUCCESS*][*ACTION*] Rule: `Terminal shell in container`")
+    assert "fields" not in att
+    assert "footer" not in att
+
+
+def test_empty_footer_username_icon(sink: HttpSink, delivery: Delivery,
+                                    action_note: Notification) -> None:
+    make(sink.url, delivery, footer="", username="", icon="").send(action_note)
+    body = sink.requests[0].json()
+    assert "footer" not in body["attachments"][0]
+    assert "username" not in body
+    assert "icon_url" not in body
+
+
+@pytest.mark.parametrize(("status", "color"), [
+    ("success", "#23ba47"), ("failure", "#e20b0b"), ("ignored", "#a4a8b1"), ("other", ""),
+])
+def test_colours(status: str, color: str) -> None:
+    settings = slack.SlackSettings(webhook_url="https://hooks.slack.com/services/x")
+    note = Notification(message="action", status=status, trace_id="t")
+    assert slack.payload(settings, note)["attachments"][0]["color"] == color
+
+
+def test_output_crlf_is_normalised() -> None:
+    note = Notification(message="action", status="success", trace_id="t", output="a\r\nb")
+    [out] = [f for f in slack.fields(note) if f["title"] == "Output"]
+    assert out["value"] == "```\na\nb```"
+
+
+def test_failure_hides_the_token(sink: HttpSink, delivery: Delivery,
+                                 action_note: Notification) -> None:
+    sink.script(f"/services/{TOKEN}", Reply(403, b"invalid_token"))
+    with pytest.raises(NotifyError, match="403 access denied") as info:
+        make(sink.url, delivery).send(action_note)
+    assert "SECRETTOKEN" not in str(info.value)
+    assert "/services" not in str(info.value)
+
+
+def test_server_down_hides_the_token(delivery: Delivery, action_note: Notification) -> None:
+    with pytest.raises(NotifyError) as info:
+        make(f"http://127.0.0.1:{free_port()}", delivery).send(action_note)
+    assert "SECRETTOKEN" not in str(info.value)
+
+
+def test_settings_validation() -> None:
+    _, problems = coerce(slack.SlackSettings, {})
+    assert [p.field for p in problems] == ["webhook_url"]
+    _, problems = coerce(slack.SlackSettings, {"webhook_url": "hooks.slack.com/services/x"})
+    assert problems[0].field == "webhook_url"
+    assert "invalid url" in problems[0].message
+    assert "hooks.slack.com" not in problems[0].message
+    _, problems = coerce(slack.SlackSettings, {"webhook_url": "https://h/x", "format": "tiny"})
+    assert problems[0].field == "format"

@@ -1,0 +1,431 @@
+"""Engine semantics, in-process, with test plug-ins that record what they were asked.
+
+Covers: actions run in order; an action's continue (explicit or the actionner default)
+ends the rule; a failure ends the rule unless ignore_errors, which never overrides a
+false continue; a rule's continue: false stops later rules; rule and global dry_run call
+nothing and log the final parameters; duplicates (output key and field key); missing
+required fields, exceptions and timeouts are failures that are counted and notified;
+`ignored` stays ignored; substitution of marked parameters only; contexts; the output
+stage (artifact stored, empty artifact, output failure, ignore_errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from talon import models, rules
+from talon.dedup import Deduplicator
+from talon.engine import Engine
+from talon.errors import ActionError
+from talon.metrics import Metrics
+from talon.models import Artifact, Notification, Result, Status
+from talon.registry import Registry, actionner, context, output
+from talon.reloader import RuleStore
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepParams:
+    name: str = "x"
+    mode: str = "ok"
+    path: str = field(default="", metadata={"substitute": True})
+    sleep: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkParams:
+    folder: str
+
+
+class World:
+    """A registry whose plug-ins record calls, plus the engine's sinks."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.notes: list[tuple[tuple[str, ...], Notification]] = []
+        self.registry = Registry()
+        self.metrics = Metrics()
+        reg = self.registry
+
+        def run(ctx: Any) -> Result:
+            p = ctx.params
+            self.calls.append((p.name, {"path": p.path, "context": dict(ctx.context),
+                                        "env": ctx.env}))
+            if p.sleep:
+                time.sleep(p.sleep)
+            if p.mode == "fail":
+                raise ActionError(f"{p.name} failed")
+            if p.mode == "crash":
+                raise RuntimeError("boom")
+            if p.mode == "ignored":
+                return Result(status=Status.IGNORED, output="skipped")
+            if p.mode == "artifact":
+                return Result(output="made", objects={"pod": "p", "namespace": "n"},
+                              artifact=Artifact(name="a.txt", data=b"bytes"))
+            if p.mode == "empty":
+                return Result(artifact=Artifact(name="a.txt", data=b""))
+            return Result(output=f"{p.name} done", objects={"pod": ctx.event.pod_name()})
+
+        actionner("t", "step", registry=reg, params=StepParams, description="step",
+                  use_context=True)(run)
+        actionner("t", "final", registry=reg, params=StepParams, description="final",
+                  default_continue=False)(run)
+        actionner("t", "pod", registry=reg, params=StepParams, description="needs a pod",
+                  required_fields=("k8s.pod.name", "fd.rip|fd.sip"))(run)
+        actionner("t", "capture", registry=reg, params=StepParams, description="capture",
+                  require_output=True)(run)
+
+        def store(ctx: Any, artifact: Artifact) -> Result:
+            if ctx.params.folder == "/fail":
+                raise OSError("disk full")
+            self.calls.append(("store", (ctx.params.folder, artifact.name, artifact.data)))
+            return Result(output="stored", objects={"file": artifact.name})
+
+        output("t", "sink", registry=reg, params=SinkParams, description="sink")(store)
+
+        def node(ctx: Any) -> dict[str, str]:
+            if ctx.event.output == "ctx-fail":
+                raise RuntimeError("node lookup failed")
+            return {"node.hostname": "worker-9"}
+
+        context("k8snode", registry=reg, description="node")(node)
+
+    def engine(self, path: str, **kw: Any) -> Engine:
+        ruleset = rules.load([path], self.registry)
+        return Engine(registry=self.registry, rules=RuleStore(ruleset), metrics=self.metrics,
+                      notify=lambda names, n: self.notes.append((names, n)),
+                      default_notifiers=("webhook",), **kw)
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def count(self, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value("action_total", labels)
+        return value or 0.0
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def event(**kw: Any) -> models.Event:
+    base: dict[str, Any] = {"rule": "F", "priority": "Warning", "output": "out",
+                            "output_fields": {"k8s.pod.name": "web", "k8s.ns.name": "shop",
+                                              "fd.name": "/etc/shadow"}}
+    base.update(kw)
+    return models.from_mapping(base)
+
+
+def steps(*items: str) -> str:
+    return "\n".join(f"      - {{action: {name}, actionner: {a}, parameters: {{name: {name}"
+                     f"{extra}}}{more}}}" for name, a, extra, more in
+                     (i.split("|") for i in items))
+
+
+def rule_file(write_rules: Callable[..., str], body: str) -> str:
+    return write_rules(body)
+
+
+def test_actions_run_in_order_and_default_continue_stops(world: World,
+                                                         write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          match: {rules: [F]}
+          actions:
+            - {action: a, actionner: t:step, parameters: {name: a}}
+            - {action: b, actionner: t:final, parameters: {name: b}}
+            - {action: c, actionner: t:step, parameters: {name: c}}
+        """)
+    done = world.engine(path).handle(event())
+    assert world.names() == ["a", "b"]
+    assert done == [("R", "a", "success"), ("R", "b", "success")]
+    assert world.count(rule="R", action="a", actionner="t:step", status="success",
+                       event="F", namespace="", pod="web") == 1
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("", ["a"]),                                   # failure stops the rule
+    ("ignore_errors: true", ["a", "b"]),           # unless ignore_errors
+    ("ignore_errors: true, continue: false", ["a"]),  # which never overrides continue false
+    ("continue: false", ["a"]),
+])
+def test_failure_and_ignore_errors(world: World, write_rules: Callable[..., str], flags: str,
+                                   expected: list[str]) -> None:
+    extra = f", {flags}" if flags else ""
+    path = write_rules(f"""
+        - rule: R
+          actions:
+            - {{action: a, actionner: t:step, parameters: {{name: a, mode: fail}}{extra}}}
+            - {{action: b, actionner: t:step, parameters: {{name: b}}}}
+        """)
+    world.engine(path).handle(event())
+    assert world.names() == expected
+
+
+def test_explicit_continue_true_overrides_default(world: World,
+                                                  write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions:
+            - {action: a, actionner: t:final, continue: true, parameters: {name: a}}
+            - {action: b, actionner: t:step, parameters: {name: b}}
+        """)
+    world.engine(path).handle(event())
+    assert world.names() == ["a", "b"]
+
+
+def test_rule_continue_false_stops_later_rules(world: World,
+                                               write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R1
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        - rule: R2
+          continue: false
+          actions: [{action: b, actionner: t:step, parameters: {name: b}}]
+        - rule: R3
+          actions: [{action: c, actionner: t:step, parameters: {name: c}}]
+        """)
+    world.engine(path).handle(event())
+    assert world.names() == ["a", "b"]
+
+
+def test_a_failed_rule_does_not_stop_the_next_rule(world: World,
+                                                   write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R1
+          actions: [{action: a, actionner: t:step, parameters: {name: a, mode: fail}}]
+        - rule: R2
+          actions: [{action: b, actionner: t:step, parameters: {name: b}}]
+        """)
+    world.engine(path).handle(event())
+    assert world.names() == ["a", "b"]
+
+
+@pytest.mark.parametrize("where", ["rule", "global"])
+def test_dry_run_calls_nothing_and_logs_final_parameters(
+        world: World, write_rules: Callable[..., str], caplog: pytest.LogCaptureFixture,
+        where: str) -> None:
+    flag = "dry_run: true" if where == "rule" else ""
+    path = write_rules(f"""
+        - rule: R
+          {flag}
+          actions:
+            - {{action: a, actionner: t:final, parameters: {{name: a, path: "${{FD_NAME}}"}}}}
+            - {{action: b, actionner: t:step, parameters: {{name: b}}}}
+        """)
+    caplog.set_level(logging.INFO, "talon")
+    done = world.engine(path, dry_run=where == "global").handle(event())
+    assert world.calls == []
+    assert world.notes == []
+    assert done == [("R", "a", "dry_run")]  # a dry-run terminate still ends the rule
+    lines = [r for r in caplog.records if r.getMessage() == "action"]
+    assert lines[0].fields["parameters"]["path"] == "/etc/shadow"  # type: ignore[attr-defined]
+    assert lines[0].fields["dry_run"] is True  # type: ignore[attr-defined]
+
+
+def test_duplicates_run_once(world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    engine = world.engine(path, dedup=Deduplicator(5))
+    engine.handle(event())
+    engine.handle(event())
+    engine.handle(event(output="different"))
+    assert world.names() == ["a", "a"]
+    assert world.metrics.registry.get_sample_value("talon_events_duplicate_total") == 1
+
+
+def test_dedup_by_pod_fields(world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    engine = world.engine(path, dedup=Deduplicator(
+        5, ("rule", "output_fields.k8s.ns.name", "output_fields.k8s.pod.name")))
+    engine.handle(event(output="one"))
+    engine.handle(event(output="two"))  # same pod, other text: still a duplicate
+    engine.handle(event(output_fields={"k8s.pod.name": "other", "k8s.ns.name": "shop"}))
+    assert world.names() == ["a", "a"]
+
+
+def test_unmatched_events_are_not_deduplicated_or_acted_on(
+        world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          match: {rules: [Other]}
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    assert world.engine(path, dedup=Deduplicator(5)).handle(event()) == []
+    assert world.calls == []
+
+
+@pytest.mark.parametrize(("mode", "error"), [
+    ("fail", "a failed"), ("crash", "RuntimeError: boom")])
+def test_failures_are_counted_and_notified(world: World, write_rules: Callable[..., str],
+                                           mode: str, error: str) -> None:
+    path = write_rules(f"""
+        - rule: R
+          notifiers: [slack]
+          actions: [{{action: a, actionner: t:step, parameters: {{name: a, mode: {mode}}}}}]
+        """.replace("notifiers: [slack]", ""))
+    world.engine(path).handle(event())
+    ((names, note),) = world.notes
+    assert names == ("webhook",)
+    assert note.status == "failure" and note.error == error and note.message == "action"
+    assert note.rule == "R" and note.action == "a" and note.trace_id == ""
+    assert world.count(rule="R", action="a", actionner="t:step", status="failure",
+                       event="F", namespace="", pod="") == 1
+
+
+def test_missing_required_field_fails_before_running(world: World,
+                                                     write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions: [{action: a, actionner: t:pod, parameters: {name: a}}]
+        """)
+    world.engine(path).handle(event())
+    assert world.calls == []
+    ((_, note),) = world.notes
+    assert "missing required field(s) in the event: fd.rip or fd.sip" in note.error
+
+
+def test_timeout_is_a_failure(world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions:
+            - {action: a, actionner: t:step, parameters: {name: a, sleep: 2}}
+            - {action: b, actionner: t:step, parameters: {name: b}}
+        """)
+    started = time.monotonic()
+    done = world.engine(path, action_timeout=0.2).handle(event())
+    assert time.monotonic() - started < 1.5
+    assert done == [("R", "a", "failure")]
+    assert "did not finish within 0.2s" in world.notes[0][1].error
+
+
+def test_ignored_stays_ignored(world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions: [{action: a, actionner: t:step, parameters: {name: a, mode: ignored}}]
+        """)
+    assert world.engine(path).handle(event()) == [("R", "a", "ignored")]
+    assert world.notes[0][1].status == "ignored"
+    assert world.notes[0][1].output == "skipped"
+
+
+def test_substitution_only_for_marked_parameters(world: World,
+                                                 write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions:
+            - action: a
+              actionner: t:step
+              parameters: {name: "${FD_NAME}", path: "${FD_NAME}-${PRIORITY}-$RULE"}
+        """)
+    world.engine(path).handle(event())
+    ((name, seen),) = world.calls
+    assert name == "${FD_NAME}"
+    assert seen["path"] == "/etc/shadow-Warning-F"
+    assert seen["context"]["falco-talon.rule"] == "R"
+    assert seen["env"]["K8S_POD_NAME"] == "web"
+
+
+def test_contexts_are_fetched_and_exposed(world: World,
+                                          write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions:
+            - action: a
+              actionner: t:step
+              additional_contexts: [k8snode]
+              parameters: {name: a, path: "${NODE_HOSTNAME}"}
+        """)
+    world.engine(path).handle(event())
+    ((_, seen),) = world.calls
+    assert seen["path"] == "worker-9"
+    assert seen["context"]["node.hostname"] == "worker-9"
+
+
+def test_context_failure_fails_the_action_unless_ignored(
+        world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions:
+            - {action: a, actionner: t:step, additional_contexts: [k8snode],
+               parameters: {name: a}}
+            - {action: b, actionner: t:step, additional_contexts: [k8snode],
+               ignore_errors: true, parameters: {name: b}}
+        """)
+    engine = world.engine(path)
+    assert engine.handle(event(output="ctx-fail")) == [("R", "a", "failure")]
+    assert "node lookup failed" in world.notes[0][1].error
+
+
+def test_output_stage_stores_the_artifact(world: World,
+                                          write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions:
+            - action: a
+              actionner: t:capture
+              parameters: {name: a, mode: artifact}
+              output: {target: t:sink, parameters: {folder: /evidence}}
+        """)
+    world.engine(path).handle(event())
+    assert world.calls[1] == ("store", ("/evidence", "a.txt", b"bytes"))
+    stages = [(n.message, n.status) for _, n in world.notes]
+    assert stages == [("action", "success"), ("output", "success")]
+    assert world.notes[1][1].output_target == "t:sink"
+
+
+@pytest.mark.parametrize(("mode", "folder", "error"), [
+    ("empty", "/evidence", "empty output"), ("artifact", "/fail", "disk full")])
+def test_output_failures(world: World, write_rules: Callable[..., str], mode: str,
+                         folder: str, error: str) -> None:
+    path = write_rules(f"""
+        - rule: R
+          actions:
+            - action: a
+              actionner: t:capture
+              parameters: {{name: a, mode: {mode}}}
+              output: {{target: t:sink, parameters: {{folder: {folder}}}}}
+            - {{action: b, actionner: t:step, parameters: {{name: b}}}}
+        """)
+    world.engine(path).handle(event())
+    assert "b" not in world.names()
+    out = [n for _, n in world.notes if n.message == "output"]
+    assert out[0].status == "failure" and error in out[0].error
+    assert world.metrics.registry.get_sample_value(
+        "output_total", {"rule": "R", "action": "a", "target": "t:sink",
+                         "status": "failure"}) == 1
+
+
+def test_engine_is_safe_from_many_threads(world: World,
+                                          write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    engine = world.engine(path)
+    threads = [threading.Thread(target=lambda: [engine.handle(event()) for _ in range(50)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(world.calls) == 200
+    assert world.count(rule="R", action="a", actionner="t:step", status="success",
+                       event="F", namespace="", pod="web") == 200
+
+
+def test_rules_file_path_is_kept(tmp_path: Path) -> None:
+    assert tmp_path.exists()
