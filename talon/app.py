@@ -1,0 +1,171 @@
+"""Wiring and lifecycle of the server: rules → engine → pool → HTTP, reloader, signals.
+
+Layer L5. Start order: logging, rules (invalid → exit 1), notifiers, engine, workers,
+HTTP listener, reloader; then READY=1 to systemd. SIGHUP reloads the rules; SIGTERM and
+SIGINT stop accepting, drain the queue (bounded by `shutdown_timeout_seconds`) so that
+nothing accepted is lost, then exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from talon import log, notify, rules, sdnotify
+from talon.config import Settings
+from talon.dedup import Deduplicator, LocalBackend
+from talon.engine import Engine
+from talon.errors import ConfigError, RulesError
+from talon.metrics import Metrics
+from talon.models import Delivery, Event
+from talon.pool import MemoryQueue, WorkerPool
+from talon.registry import Registry
+from talon.reloader import Reloader, RuleStore
+from talon.rules.model import RuleSet
+from talon.server import IngestServer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """The running parts, so that tests and `run` stop them in the right order."""
+
+    settings: Settings
+    metrics: Metrics
+    store: RuleStore
+    engine: Engine
+    pool: WorkerPool
+    queue: MemoryQueue
+    server: IngestServer
+    dispatcher: notify.Dispatcher
+    reloader: Reloader
+    stop: threading.Event = field(default_factory=threading.Event)
+    hup: threading.Event = field(default_factory=threading.Event)
+
+    def accept(self, event: Event) -> bool:
+        return self.queue.put(event)
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        self.pool.start()
+        self.server.start()
+        if self.settings.watch_rules:
+            self.reloader.start()
+
+    def shutdown(self) -> bool:
+        """Stop accepting, process what was accepted, stop every thread."""
+        sdnotify.notify("STOPPING=1")
+        log.emit(logger, logging.INFO, "shutdown", result="stopping: draining the queue",
+                 queued=self.queue.depth())
+        self.server.stop()
+        self.reloader.stop()
+        drained = self.pool.drain(self.settings.shutdown_timeout_seconds)
+        self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
+        log.emit(logger, logging.INFO, "shutdown", result="stopped")
+        return drained
+
+
+def _rule_loader(settings: Settings, registry: Registry,
+                 paths: Sequence[str]) -> Callable[[], RuleSet]:
+    configured = set(settings.notifiers)
+    return lambda: rules.load(paths, registry, notifiers=configured)
+
+
+def _log_problems(exc: RulesError) -> None:
+    for p in exc.problems:
+        level = logging.ERROR if p.severity == "error" else logging.WARNING
+        log.emit(logger, level, "rules", error=str(p))
+
+
+def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) -> App:
+    """Assemble every part (nothing started); raises RulesError or ConfigError."""
+    load = _rule_loader(settings, registry, rules_paths)
+    ruleset = load()
+    for p in ruleset.warnings:
+        log.emit(logger, logging.WARNING, "rules", error=str(p))
+    metrics = Metrics()
+    metrics.rules_loaded.set(len(ruleset.rules))
+    names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
+    delivery = Delivery(timeout=settings.notifier_timeout_seconds,
+                        retries=settings.notifier_retries)
+    dispatcher = notify.Dispatcher(
+        notify.build(names, settings.notifiers, registry, delivery), metrics=metrics,
+        workers=settings.notifier_workers, queue_size=settings.notifier_queue_size)
+    store = RuleStore(ruleset)
+    dd = settings.deduplication
+    engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
+                    default_notifiers=settings.default_notifiers,
+                    dedup=Deduplicator(dd.time_window_seconds, dd.key,
+                                       LocalBackend(dd.max_entries)),
+                    dry_run=settings.dry_run, action_timeout=settings.action_timeout_seconds,
+                    print_all_events=settings.print_all_events)
+    queue = MemoryQueue(settings.queue_size)
+    metrics.queue_depth.set_function(queue.depth)
+    pool = WorkerPool(queue, lambda item: engine.handle(item.event), workers=settings.workers,
+                      on_busy=metrics.busy_workers.set)
+
+    def on_reload(ok: bool) -> None:
+        metrics.reloads.labels("ok" if ok else "failed").inc()
+        metrics.rules_loaded.set(len(store.current.rules))
+
+    reloader = Reloader(rules_paths, load, store.swap, interval=settings.reload_interval_seconds,
+                        on_result=on_reload)
+    server = IngestServer(
+        address=settings.listen_address, port=settings.listen_port, accept=queue.put,
+        metrics=metrics, max_body_bytes=settings.max_body_bytes,
+        max_connections=settings.max_connections, read_timeout=settings.read_timeout_seconds,
+        idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events)
+    return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
+               queue=queue, server=server, dispatcher=dispatcher, reloader=reloader)
+
+
+def _signals(app: App) -> None:
+    def on_stop(signum: int, _frame: Any) -> None:
+        app.stop.set()
+
+    def on_hup(signum: int, _frame: Any) -> None:
+        app.hup.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -> int:
+    """Run the server until SIGTERM/SIGINT; the process exit code."""
+    log.setup(settings.log_format, secrets=settings.secrets())
+    try:
+        app = build(settings, registry, rules_paths)
+    except RulesError as exc:
+        _log_problems(exc)
+        log.emit(logger, logging.CRITICAL, "rules", error="invalid rules")
+        return 1
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.emit(logger, logging.CRITICAL, "config", error=problem)
+        return 1
+    except OSError as exc:
+        log.emit(logger, logging.CRITICAL, "http", error=f"cannot listen: {exc}")
+        return 1
+    n = len(app.store.current.rules)
+    log.emit(logger, logging.INFO, "rules", result=f"{n} rule(s) loaded",
+             files=", ".join(app.store.current.files))
+    _signals(app)
+    app.start()
+    host, port = app.server.address
+    log.emit(logger, logging.INFO, "http", result=f"Talon is up and listening on {host}:{port}",
+             dry_run=settings.dry_run or None, workers=settings.workers)
+    sdnotify.notify("READY=1")
+    watchdog = sdnotify.Watchdog()
+    watchdog.start()
+    while not app.stop.wait(0.25):
+        if app.hup.is_set():
+            app.hup.clear()
+            app.reloader.reload("signal")
+    watchdog.stop()
+    return 0 if app.shutdown() else 1

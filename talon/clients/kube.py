@@ -1,0 +1,111 @@
+"""The Kubernetes client: configuration loading, typed API handles, request timeouts.
+
+Layer L1. Configuration, in order: in-cluster (service account) when running in a pod,
+else the `kubeconfig` setting, else `KUBECONFIG` / `~/.kube/config`. One `Kube` is built
+per process and shared by all threads (the official client's ApiClient is thread-safe
+for requests). Every call made through `Kube` helpers carries `request_timeout`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from talon.errors import TalonError
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubeConfigError(TalonError):
+    """No usable Kubernetes configuration, or the cluster cannot be reached."""
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (SERVICE_ACCOUNT / "token").exists()
+
+
+@dataclass
+class Kube:
+    """API handles on one ApiClient; `timeout` is passed as `_request_timeout`."""
+
+    api_client: Any
+    timeout: float
+    source: str
+    _apis: dict[str, Any] = field(default_factory=dict)
+
+    def _api(self, name: str) -> Any:
+        if name not in self._apis:
+            from kubernetes import client
+
+            self._apis[name] = getattr(client, name)(self.api_client)
+        return self._apis[name]
+
+    @property
+    def core(self) -> Any:
+        return self._api("CoreV1Api")
+
+    @property
+    def apps(self) -> Any:
+        return self._api("AppsV1Api")
+
+    @property
+    def networking(self) -> Any:
+        return self._api("NetworkingV1Api")
+
+    @property
+    def batch(self) -> Any:
+        return self._api("BatchV1Api")
+
+    @property
+    def coordination(self) -> Any:
+        return self._api("CoordinationV1Api")
+
+    @property
+    def custom(self) -> Any:
+        return self._api("CustomObjectsApi")
+
+    @property
+    def rbac(self) -> Any:
+        return self._api("RbacAuthorizationV1Api")
+
+    @property
+    def version(self) -> Any:
+        return self._api("VersionApi")
+
+    def ping(self) -> str:
+        """The server's git version; raises KubeConfigError when unreachable."""
+        try:
+            info = self.version.get_code(_request_timeout=self.timeout)
+        except Exception as exc:
+            raise KubeConfigError(f"cannot reach the Kubernetes API ({self.source}): "
+                                  f"{_short(exc)}") from exc
+        return str(getattr(info, "git_version", ""))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def connect(kubeconfig: str = "", *, timeout: float = 10.0) -> Kube:
+    """Load the configuration (in-cluster, `kubeconfig`, KUBECONFIG, ~/.kube/config)."""
+    from kubernetes import client, config
+
+    tried = []
+    if in_cluster() and not kubeconfig:
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return Kube(client.ApiClient(configuration), timeout, "in-cluster service account")
+        except config.ConfigException as exc:
+            tried.append(f"in-cluster: {exc}")
+    path = kubeconfig or os.environ.get("KUBECONFIG", "") or str(Path.home() / ".kube/config")
+    try:
+        api_client = config.new_client_from_config(config_file=path.split(os.pathsep)[0])
+    except (config.ConfigException, OSError, TypeError, ValueError) as exc:
+        tried.append(f"kubeconfig {path}: {_short(exc)}")
+        raise KubeConfigError("no usable Kubernetes configuration; tried " + "; ".join(tried)
+                              ) from exc
+    return Kube(api_client, timeout, f"kubeconfig {path}")

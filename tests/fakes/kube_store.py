@@ -1,0 +1,617 @@
+"""Object store, resource catalog, `Status` errors and selectors of the fake API server.
+
+Test-support module of tests/fakes/kube_api.py; stdlib only. Objects are plain JSON dicts
+keyed by (group/version, resource, namespace, name); every write bumps one global
+resourceVersion counter. Error bodies copy the kube-apiserver's wording (NotFound,
+AlreadyExists, Conflict, Invalid, Forbidden, ...) so callers can be tested against the exact
+`message`/`reason`/`details` the real server sends.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.fakes import kube_patch
+
+JSON = dict[str, Any]
+Key = tuple[str, str, str, str]
+
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's generateName alphabet
+_BASE_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceDef:
+    """One served resource: where it lives and how the server treats it."""
+
+    group: str
+    version: str
+    resource: str
+    kind: str
+    namespaced: bool = True
+    custom: bool = False
+    """Served like a custom resource: no strategic merge patch, PUT needs a resourceVersion,
+    list items keep apiVersion/kind."""
+    subresources: frozenset[str] = frozenset()
+    structs: tuple[str, ...] = ()
+    """Top-level fields the Go type always serialises (`"spec": {}`), created when absent."""
+    fields: frozenset[str] = frozenset()
+    """Field-selector labels beyond metadata.name / metadata.namespace."""
+    create_on_update: bool = False
+    returns_deleted: bool = False
+    """DELETE answers the object (pods, services, namespaces) rather than a Status."""
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        """`pods`, `deployments.apps`: the name used in error messages."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+    @property
+    def qualified_kind(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+
+def _def(gv: str, resource: str, kind: str, **kw: Any) -> ResourceDef:
+    group, _, version = gv.rpartition("/")
+    return ResourceDef(group, version, resource, kind, **kw)
+
+
+_WORKLOAD = {"subresources": frozenset({"status"}), "structs": ("spec", "status")}
+_POD_FIELDS = frozenset({
+    "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+    "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName",
+})
+_EVENT_FIELDS = frozenset({
+    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+    "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+    "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
+})
+
+CATALOG: tuple[ResourceDef, ...] = (
+    _def("v1", "pods", "Pod", subresources=frozenset(
+        {"status", "log", "eviction", "ephemeralcontainers", "exec", "attach"}),
+        structs=("spec", "status"), fields=_POD_FIELDS, returns_deleted=True),
+    _def("v1", "nodes", "Node", namespaced=False, fields=frozenset({"spec.unschedulable"}),
+         **_WORKLOAD),
+    _def("v1", "namespaces", "Namespace", namespaced=False, fields=frozenset({"status.phase"}),
+         returns_deleted=True, **_WORKLOAD),
+    _def("v1", "configmaps", "ConfigMap"),
+    _def("v1", "secrets", "Secret", fields=frozenset({"type"})),
+    _def("v1", "services", "Service", returns_deleted=True, **_WORKLOAD),
+    _def("v1", "serviceaccounts", "ServiceAccount", returns_deleted=True),
+    _def("v1", "endpoints", "Endpoints", create_on_update=True),
+    _def("v1", "events", "Event", fields=_EVENT_FIELDS, create_on_update=True),
+    _def("apps/v1", "deployments", "Deployment", **_WORKLOAD),
+    _def("apps/v1", "replicasets", "ReplicaSet", fields=frozenset({"status.replicas"}),
+         **_WORKLOAD),
+    _def("apps/v1", "statefulsets", "StatefulSet", **_WORKLOAD),
+    _def("apps/v1", "daemonsets", "DaemonSet", **_WORKLOAD),
+    _def("batch/v1", "jobs", "Job", fields=frozenset({"status.successful"}), **_WORKLOAD),
+    _def("batch/v1", "cronjobs", "CronJob", **_WORKLOAD),
+    _def("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", **_WORKLOAD),
+    _def("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", structs=("spec",)),
+    _def("rbac.authorization.k8s.io/v1", "roles", "Role"),
+    _def("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+    _def("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", namespaced=False),
+    _def("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding",
+         namespaced=False),
+    _def("coordination.k8s.io/v1", "leases", "Lease", structs=("spec",), create_on_update=True),
+    _def("events.k8s.io/v1", "events", "Event", create_on_update=True),
+    _def("cilium.io/v2", "ciliumnetworkpolicies", "CiliumNetworkPolicy", custom=True),
+    _def("cilium.io/v2", "ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy",
+         namespaced=False, custom=True),
+    _def("projectcalico.org/v3", "networkpolicies", "NetworkPolicy", custom=True),
+    _def("projectcalico.org/v3", "globalnetworkpolicies", "GlobalNetworkPolicy",
+         namespaced=False, custom=True),
+)
+
+
+NAMESPACES = next(rd for rd in CATALOG if rd.resource == "namespaces")
+PODS = CATALOG[0]
+
+
+# --- Status errors --------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An error answered with a `Status` body."""
+
+    def __init__(self, status: JSON) -> None:
+        super().__init__(status.get("message", ""))
+        self.status = status
+
+    @property
+    def code(self) -> int:
+        return int(self.status["code"])
+
+
+def status_body(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:
+    """A failure `Status`, keys in the order the apiserver writes them."""
+    body: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": message, "reason": reason}
+    if details is not None:
+        body["details"] = details
+    body["code"] = code
+    return body
+
+
+def details_for(rd: ResourceDef | None, name: str, kind: str | None = None) -> JSON:
+    details: JSON = {}
+    if name:
+        details["name"] = name
+    if rd is not None and rd.group:
+        details["group"] = rd.group
+    if rd is not None:
+        details["kind"] = kind or rd.resource
+    return details
+
+
+def not_found(rd: ResourceDef, name: str) -> ApiError:
+    return ApiError(status_body(404, "NotFound", f'{rd.qualified} "{name}" not found',
+                                details_for(rd, name)))
+
+
+def unknown_path() -> ApiError:
+    return ApiError(status_body(404, "NotFound",
+                                "the server could not find the requested resource", {}))
+
+
+def already_exists(rd: ResourceDef, name: str) -> ApiError:
+    return ApiError(status_body(409, "AlreadyExists", f'{rd.qualified} "{name}" already exists',
+                                details_for(rd, name)))
+
+
+def conflict(rd: ResourceDef, name: str, why: str | None = None) -> ApiError:
+    why = why or ("the object has been modified; please apply your changes to the latest "
+                  "version and try again")
+    message = f'Operation cannot be fulfilled on {rd.qualified} "{name}": {why}'
+    return ApiError(status_body(409, "Conflict", message, details_for(rd, name)))
+
+
+def invalid(rd: ResourceDef, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
+    """422 Invalid; each cause is (field, reason such as FieldValueRequired, text)."""
+    texts = [f"{path}: {text}" for path, _, text in causes]
+    summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    details = details_for(rd, name, kind=rd.kind)
+    details["causes"] = [{"reason": r, "message": t, "field": f} for f, r, t in causes]
+    return ApiError(status_body(422, "Invalid", f'{rd.qualified_kind} "{name}" is invalid: '
+                                f"{summary}", details))
+
+
+def patch_failed() -> ApiError:
+    """What the apiserver answers for any JSON patch that does not apply: the library's own
+    error text is dropped, only this generic message is sent."""
+    return ApiError(status_body(
+        422, "Invalid", "the server rejected our request due to an error in our request", {}))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(status_body(400, "BadRequest", message))
+
+
+def internal_error(message: str) -> ApiError:
+    return ApiError(status_body(500, "InternalError", f"Internal error occurred: {message}",
+                                {"causes": [{"message": message}]}))
+
+
+def unsupported_media_type(content_type: str) -> ApiError:
+    accepted = ("application/json-patch+json, application/merge-patch+json, "
+                "application/apply-patch+yaml")
+    if content_type == "application/strategic-merge-patch+json":
+        message = f"the body of the request was in an unknown format - accepted media types " \
+                  f"include: {accepted}"
+    else:
+        message = f"the fake API server does not accept the media type {content_type!r}"
+    return ApiError(status_body(415, "UnsupportedMediaType", message))
+
+
+def forbidden(rd: ResourceDef, name: str, *, verb: str, user: str, namespace: str | None,
+              subresource: str | None) -> ApiError:
+    resource = f"{rd.resource}/{subresource}" if subresource else rd.resource
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    why = (f'User "{user}" cannot {verb} resource "{resource}" in API group "{rd.group}" '
+           f"{scope}")
+    head = f'{rd.qualified} "{name}"' if name else rd.qualified
+    return ApiError(status_body(403, "Forbidden", f"{head} is forbidden: {why}",
+                                details_for(rd, name)))
+
+
+# --- selectors ------------------------------------------------------------------------------
+
+_SET_TERM = re.compile(r"^\s*(!?)([\w./-]+)\s*(?:\s(in|notin)\s*\(([^)]*)\))?\s*$")
+_CMP_TERM = re.compile(r"^\s*([\w./-]+)\s*(==|!=|=|>|<)\s*([\w./-]*)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One term of a label selector."""
+
+    key: str
+    op: str  # = != in notin exists !exists gt lt
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.op == "exists":
+            return value is not None
+        if self.op == "!exists":
+            return value is None
+        if self.op in ("=", "in"):
+            return value is not None and value in self.values
+        if self.op in ("!=", "notin"):
+            return value is None or value not in self.values
+        if value is None or not value.lstrip("-").isdigit():
+            return False
+        limit = int(self.values[0])
+        return int(value) > limit if self.op == "gt" else int(value) < limit
+
+
+def _split_terms(text: str) -> list[str]:
+    terms, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += char
+    terms.append(current)
+    return [t for t in terms if t.strip()]
+
+
+def parse_label_selector(text: str) -> list[Requirement]:
+    """Parse `a=b,c!=d,e in (f,g),h notin (i),j,!k,l>3` into requirements."""
+    return [_parse_term(term) for term in _split_terms(text)]
+
+
+def _parse_term(term: str) -> Requirement:
+    compared = _CMP_TERM.match(term)
+    if compared:
+        key, op, value = compared.groups()
+        op = {"==": "=", ">": "gt", "<": "lt"}.get(op, op)
+        if op in ("gt", "lt") and not value.lstrip("-").isdigit():
+            raise bad_request(f"unable to parse requirement: for 'gt', 'lt' operators, the "
+                              f"value must be an integer: {term.strip()}")
+        return Requirement(key, op, (value,))
+    in_set = _SET_TERM.match(term)
+    if not in_set:
+        raise bad_request(f"unable to parse requirement: found '{term.strip()}', expected: "
+                          "'=', '!=', '==', 'in', notin'")
+    negated, key, op, values = in_set.groups()
+    if op:
+        if negated:
+            raise bad_request(f"unable to parse requirement: found '{term.strip()}'")
+        return Requirement(key, op, tuple(v.strip() for v in values.split(",") if v.strip()))
+    return Requirement(key, "!exists" if negated else "exists")
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels/matchExpressions); an empty selector matches all."""
+    if selector is None:
+        return False
+    wanted = selector.get("matchLabels") or {}
+    if any(labels.get(k) != v for k, v in wanted.items()):
+        return False
+    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
+    for expression in selector.get("matchExpressions") or []:
+        requirement = Requirement(expression["key"], ops[expression["operator"]],
+                                  tuple(expression.get("values") or ()))
+        if not requirement.matches(labels):
+            return False
+    return True
+
+
+def parse_field_selector(rd: ResourceDef, text: str) -> list[tuple[str, str, str]]:
+    """Parse `spec.nodeName=n,status.phase!=Running` into (field, op, value) terms."""
+    terms = []
+    for term in _split_terms(text):
+        match = re.match(r"^\s*([\w.]+)\s*(==|!=|=)\s*(.*?)\s*$", term)
+        if not match:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
+        name, op, value = match.groups()
+        if name not in _BASE_FIELDS | rd.fields:
+            raise bad_request(f"field label not supported: {name}")
+        terms.append((name, "!=" if op == "!=" else "=", value))
+    return terms
+
+
+def field_value(obj: Mapping[str, Any], name: str) -> str:
+    """The string a field selector compares against (`source` means source.component)."""
+    node: Any = obj
+    for part in ("source.component" if name == "source" else name).split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return "" if node is None else str(node)
+
+
+def select(objs: Iterable[JSON], labels: str | None, fields_: str | None,
+           rd: ResourceDef) -> list[JSON]:
+    """Filter by a label selector and a field selector (both optional)."""
+    requirements = parse_label_selector(labels) if labels else []
+    terms = parse_field_selector(rd, fields_) if fields_ else []
+    chosen = []
+    for obj in objs:
+        obj_labels = obj.get("metadata", {}).get("labels") or {}
+        if not all(r.matches(obj_labels) for r in requirements):
+            continue
+        if all((field_value(obj, f) == v) == (op == "=") for f, op, v in terms):
+            chosen.append(obj)
+    return chosen
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(length))
+
+
+@dataclass
+class Store:
+    """Thread-safe object store with the apiserver's write semantics."""
+
+    require_namespaces: bool = False
+    """Refuse to create objects in a namespace that has no Namespace object (404)."""
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _objects: dict[Key, JSON] = field(default_factory=dict)
+    _rv: int = 0
+
+    @staticmethod
+    def key(rd: ResourceDef, namespace: str | None, name: str) -> Key:
+        return (rd.group_version, rd.resource, namespace or "", name)
+
+    def resource_version(self) -> str:
+        with self.lock:
+            return str(self._rv)
+
+    def _bump(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def find(self, rd: ResourceDef, namespace: str | None, name: str) -> JSON | None:
+        with self.lock:
+            obj = self._objects.get(self.key(rd, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def get(self, rd: ResourceDef, namespace: str | None, name: str) -> JSON:
+        obj = self.find(rd, namespace, name)
+        if obj is None:
+            raise not_found(rd, name)
+        return obj
+
+    def items(self, rd: ResourceDef, namespace: str | None) -> list[JSON]:
+        """Objects of one resource (all namespaces when `namespace` is None), key order."""
+        with self.lock:
+            keys = sorted(k for k in self._objects
+                          if k[:2] == (rd.group_version, rd.resource)
+                          and (namespace is None or k[2] == namespace))
+            return [copy.deepcopy(self._objects[k]) for k in keys]
+
+    def seed(self, rd: ResourceDef, obj: JSON) -> JSON:
+        """Store `obj` as given (overwriting), filling server-set metadata."""
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        if rd.namespaced:
+            meta.setdefault("namespace", "default")
+        with self.lock:
+            self._stamp(rd, obj, meta.get("uid"), meta.get("creationTimestamp"))
+            self._objects[self.key(rd, meta.get("namespace"), meta["name"])] = obj
+            return copy.deepcopy(obj)
+
+    def _stamp(self, rd: ResourceDef, obj: JSON, uid: str | None, created: str | None) -> None:
+        obj["apiVersion"], obj["kind"] = rd.group_version, rd.kind
+        meta = obj["metadata"]
+        meta["uid"] = uid or str(uuid.uuid4())
+        meta["creationTimestamp"] = created or now()
+        meta["resourceVersion"] = self._bump()
+        if not rd.namespaced:
+            meta.pop("namespace", None)
+        for name in rd.structs:
+            if not isinstance(obj.get(name), dict):
+                obj[name] = {}
+
+    def create(self, rd: ResourceDef, namespace: str | None, body: Any, *,
+               dry_run: bool = False) -> JSON:
+        obj = _as_object(body)
+        meta = obj.setdefault("metadata", {})
+        if rd.namespaced:
+            if meta.get("namespace") not in (None, "", namespace):
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
+            meta["namespace"] = namespace
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + random_suffix()
+        if not meta.get("name"):
+            raise invalid(rd, "", [("metadata.name", "FieldValueRequired",
+                                    "Required value: name or generateName is required")])
+        if "status" in rd.subresources:
+            obj["status"] = {"phase": "Pending"} if rd.resource == "pods" else {}
+        for server_set in ("uid", "resourceVersion", "deletionTimestamp", "selfLink"):
+            meta.pop(server_set, None)
+        with self.lock:
+            self._check_namespace(rd, namespace)
+            if self.key(rd, namespace, meta["name"]) in self._objects:
+                raise already_exists(rd, meta["name"])
+            return self._commit(rd, obj, None, dry_run)
+
+    def _check_namespace(self, rd: ResourceDef, namespace: str | None) -> None:
+        if not (self.require_namespaces and rd.namespaced and namespace):
+            return
+        if ("v1", "namespaces", "", namespace) not in self._objects:
+            raise not_found(NAMESPACES, namespace)
+
+    def _commit(self, rd: ResourceDef, obj: JSON, old: JSON | None, dry_run: bool) -> JSON:
+        """Stamp and store `obj` (replacing `old`); the lock is held by the caller."""
+        old_meta = (old or {}).get("metadata", {})
+        rv = self._rv
+        self._stamp(rd, obj, old_meta.get("uid"), old_meta.get("creationTimestamp"))
+        if dry_run:
+            self._rv = rv
+            obj["metadata"]["resourceVersion"] = old_meta.get("resourceVersion", "")
+            return copy.deepcopy(obj)
+        meta = obj["metadata"]
+        self._objects[self.key(rd, meta.get("namespace"), meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def replace(self, rd: ResourceDef, namespace: str | None, name: str, body: Any, *,
+                subresource: str | None = None, dry_run: bool = False) -> JSON:
+        """PUT: optimistic concurrency on metadata.resourceVersion."""
+        obj = _as_object(body)
+        meta = obj.setdefault("metadata", {})
+        if meta.get("name", name) != name:
+            raise bad_request(f"the name of the object ({meta['name']}) does not match the "
+                              f"name on the URL ({name})")
+        meta["name"] = name
+        with self.lock:
+            old = self._objects.get(self.key(rd, namespace, name))
+            if old is None:
+                if rd.create_on_update and subresource is None:
+                    return self.create(rd, namespace, obj, dry_run=dry_run)
+                raise not_found(rd, name)
+            self._check_version(rd, name, meta.get("resourceVersion"), old)
+            merged = _apply_subresource(rd, subresource, old, obj)
+            if rd.namespaced:
+                merged["metadata"]["namespace"] = namespace
+            return self._commit(rd, merged, old, dry_run)
+
+    def _check_version(self, rd: ResourceDef, name: str, sent: str | None, old: JSON) -> None:
+        if not sent:
+            if rd.custom:
+                raise invalid(rd, name, [(
+                    "metadata.resourceVersion", "FieldValueInvalid",
+                    "Invalid value: 0x0: must be specified for an update")])
+            return
+        if sent != old["metadata"]["resourceVersion"]:
+            raise conflict(rd, name)
+
+    def patch(self, rd: ResourceDef, namespace: str | None, name: str, content_type: str,
+              patch: Any, *, subresource: str | None = None, dry_run: bool = False) -> JSON:
+        with self.lock:
+            current = self.get(rd, namespace, name)
+            patched = apply_patch(rd, content_type, current, patch)
+            if not isinstance(patched, dict):
+                raise bad_request("the patched object is not a JSON object")
+            patched.setdefault("metadata", {})
+            if patched["metadata"].get("name") != name:
+                raise bad_request("the name of the object cannot be changed by a patch")
+            if subresource is None and rd.custom and not patched["metadata"].get(
+                    "resourceVersion"):
+                patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return self.replace(rd, namespace, name, patched, subresource=subresource,
+                                dry_run=dry_run)
+
+    def delete(self, rd: ResourceDef, namespace: str | None, name: str, *,
+               preconditions: Mapping[str, Any] | None = None, dry_run: bool = False) -> JSON:
+        """Remove immediately and return the removed object."""
+        with self.lock:
+            key = self.key(rd, namespace, name)
+            obj = self._objects.get(key)
+            if obj is None:
+                raise not_found(rd, name)
+            _check_preconditions(rd, name, obj, preconditions or {})
+            if not dry_run:
+                del self._objects[key]
+                self._bump()
+            return copy.deepcopy(obj)
+
+    def put(self, rd: ResourceDef, obj: JSON) -> JSON:
+        """Store a modified copy of an existing object, bumping its resourceVersion."""
+        with self.lock:
+            meta = obj["metadata"]
+            old = self._objects.get(self.key(rd, meta.get("namespace"), meta["name"]))
+            return self._commit(rd, copy.deepcopy(obj), old, False)
+
+
+def _as_object(body: Any) -> JSON:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return copy.deepcopy(body)
+
+
+def _check_preconditions(rd: ResourceDef, name: str, obj: JSON,
+                         preconditions: Mapping[str, Any]) -> None:
+    meta = obj["metadata"]
+    for field_name, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        wanted = preconditions.get(field_name)
+        if wanted and wanted != meta.get(field_name):
+            raise conflict(rd, name, f"Precondition failed: {label} in precondition: {wanted}, "
+                           f"{label} in object meta: {meta.get(field_name)}")
+
+
+def apply_patch(rd: ResourceDef, content_type: str, current: JSON, patch: Any) -> Any:
+    """Dispatch on the PATCH media type, mapping failures to the server's answers."""
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/json-patch+json":
+            return kube_patch.json_patch(current, patch)
+        if media == "application/merge-patch+json":
+            if not isinstance(patch, dict):
+                raise bad_request("Invalid JSON Patch")
+            return kube_patch.merge_patch(current, patch)
+        if media == "application/strategic-merge-patch+json" and not rd.custom:
+            return kube_patch.strategic_merge_patch(current, patch)
+    except kube_patch.PatchError as exc:
+        raise bad_request(str(exc)) if exc.bad_request else patch_failed() from exc
+    raise unsupported_media_type(media)
+
+
+def _apply_subresource(rd: ResourceDef, subresource: str | None, old: JSON,
+                       new: JSON) -> JSON:
+    """What an update through the main resource or a subresource may change."""
+    if subresource is None:
+        merged = copy.deepcopy(new)
+        if "status" in rd.subresources:
+            merged["status"] = copy.deepcopy(old.get("status", {}))
+        return merged
+    merged = copy.deepcopy(old)
+    if subresource == "status":
+        merged["status"] = copy.deepcopy(new.get("status", {}))
+    elif subresource == "ephemeralcontainers":
+        wanted = (new.get("spec") or {}).get("ephemeralContainers") or []
+        _check_ephemeral(rd, old, wanted)
+        merged.setdefault("spec", {})["ephemeralContainers"] = copy.deepcopy(wanted)
+    return merged
+
+
+def _check_ephemeral(rd: ResourceDef, pod: JSON, wanted: list[JSON]) -> None:
+    name = pod["metadata"]["name"]
+    spec = pod.get("spec") or {}
+    existing = {c.get("name"): c for c in spec.get("ephemeralContainers") or []}
+    by_name = {c.get("name"): c for c in wanted}
+    causes = []
+    for old_name, old in existing.items():
+        verb = "removed" if old_name not in by_name else "changed"
+        if old_name not in by_name or by_name[old_name] != old:
+            causes.append(("spec.ephemeralContainers", "FieldValueForbidden",
+                           f'Forbidden: existing ephemeral containers "{old_name}" may not be '
+                           f"{verb}"))
+    taken = {c.get("name") for c in spec.get("containers") or []} | {
+        c.get("name") for c in spec.get("initContainers") or []}
+    for index, container in enumerate(wanted):
+        path = f"spec.ephemeralContainers[{index}]"
+        if not container.get("name"):
+            causes.append((f"{path}.name", "FieldValueRequired", "Required value"))
+        elif container["name"] in taken:
+            causes.append((f"{path}.name", "FieldValueDuplicate",
+                           f'Duplicate value: "{container["name"]}"'))
+        if not container.get("image"):
+            causes.append((f"{path}.image", "FieldValueRequired", "Required value"))
+    if causes:
+        raise invalid(rd, name, causes)

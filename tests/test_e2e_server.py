@@ -1,0 +1,278 @@
+"""End to end: the real server as a subprocess, driven over HTTP.
+
+Covers: a matched event runs a plug-in actionner (loaded through `plugins:`) with the
+sequencing rules; dry-run runs nothing and logs the final parameters; duplicates run
+once; hot reload swaps valid rules and keeps the old ones when the new ones are invalid;
+SIGHUP reloads; bad requests get 4xx and the server keeps serving; SIGTERM with queued
+events processes all of them before exiting 0; metrics move; `server --dry-run` starts
+with no config file, using rules.d/, and logs what it would do for a sample event.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDER = ROOT / "tests" / "plugins" / "recorder.py"
+SHELL_EVENT = ROOT / "tests" / "fixtures" / "events" / "falco_shell.json"
+
+
+class Server:
+    """A `python -m talon server` subprocess and a client for it."""
+
+    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
+        self.proc, self.log_path = proc, log
+        self.port = self._wait_port()
+
+    def _wait_port(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on [\d.]+:(\d+)", self.log())
+            if found:
+                return int(found.group(1))
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError("server did not start:\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body,
+                         headers={"Content-Type": "application/json"} if body else {})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def post(self, event: dict[str, Any]) -> int:
+        return self.request("POST", "/", json.dumps(event).encode())[0]
+
+    def wait_log(self, pattern: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in log:\n{self.log()}")
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def launch(rules: str | None, config: str = "", *args: str) -> Server:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(textwrap.dedent(f"""
+            listen_address: 127.0.0.1
+            listen_port: 0
+            log_format: json
+            plugins: ["{RECORDER}"]
+            reload_interval_seconds: 0.2
+            """) + textwrap.dedent(config))
+        cmd = [sys.executable, "-m", "talon", "server", "-c", str(cfg)]
+        if rules is not None:
+            path = tmp_path / "rules.yaml"
+            path.write_text(textwrap.dedent(rules))
+            cmd += ["-r", str(path)]
+        log = tmp_path / f"server{len(procs)}.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET",)}
+        with log.open("w") as fh:
+            proc = subprocess.Popen([*cmd, *args], cwd=ROOT, stdout=fh,
+                                    stderr=subprocess.STDOUT, text=True, env=env)
+        procs.append(proc)
+        return Server(proc, log)
+
+    yield launch
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def records(path: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= n:
+            break
+        time.sleep(0.05)
+    return [json.loads(line) for line in lines]
+
+
+def event(rule: str = "Terminal shell in container", pod: str = "web",
+          output: str = "shell") -> dict[str, Any]:
+    return {"rule": rule, "priority": "Warning", "output": output,
+            "output_fields": {"k8s.pod.name": pod, "k8s.ns.name": "shop"}}
+
+
+def rules_for(out: Path, extra: str = "") -> str:
+    return f"""
+        - rule: React
+          match: {{rules: [Terminal shell in container]}}
+          actions:
+            - {{action: first, actionner: test:record, parameters: {{file: "{out}"}}}}
+            - {{action: second, actionner: test:record,
+               parameters: {{file: "{out}", fail: true}}, ignore_errors: true}}
+            - {{action: third, actionner: test:record, parameters: {{file: "{out}"}},
+               continue: false}}
+            - {{action: never, actionner: test:record, parameters: {{file: "{out}"}}}}
+        {extra}"""
+
+
+def test_matched_event_runs_actions_in_sequence(start: Callable[..., Server],
+                                                tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(rules_for(out))
+    assert server.post(event()) == 200
+    calls = records(out, 3)
+    assert [c["action"] for c in calls] == ["first", "second", "third"]
+    assert re.fullmatch(r"[0-9a-f]{32}", calls[0]["trace_id"])
+    text = server.wait_log('"status": "failure"')
+    assert "asked to fail" in text
+    time.sleep(0.3)
+    assert len(records(out, 3)) == 3  # "never" stays unreached
+    status, body = server.request("GET", "/metrics")
+    assert status == 200
+    metrics = body.decode()
+    assert 'event_total{event="Terminal shell in container"' in metrics
+    assert re.search(r'action_total\{action="second".*status="failure".*\} 1.0', metrics)
+
+
+def test_dry_run_runs_nothing(start: Callable[..., Server], tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(rules_for(out), "", "--dry-run")
+    assert server.post(event()) == 200
+    text = server.wait_log(r'"action": "third".*"dry_run": true')
+    assert "no action, dry-run is enabled" in text
+    assert not out.exists()
+
+
+def test_duplicates_run_once(start: Callable[..., Server], tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(f"""
+        - rule: React
+          actions: [{{action: a, actionner: test:record, parameters: {{file: "{out}"}}}}]
+        """, "deduplication: {time_window_seconds: 30}\n")
+    for _ in range(3):
+        assert server.post(event()) == 200
+    assert server.post(event(output="other text")) == 200
+    calls = records(out, 2)
+    time.sleep(0.5)
+    assert len(records(out, 2)) == 2
+    assert calls[0]["output"] != calls[1]["output"]
+    _, body = server.request("GET", "/metrics")
+    assert "talon_events_duplicate_total 2.0" in body.decode()
+
+
+def test_hot_reload_and_invalid_rules_keep_the_old_set(start: Callable[..., Server],
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(f"""
+        - rule: Old
+          actions: [{{action: old, actionner: test:record, parameters: {{file: "{out}"}}}}]
+        """)
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(textwrap.dedent(f"""
+        - rule: New
+          actions: [{{action: new, actionner: test:record, parameters: {{file: "{out}"}}}}]
+        """))
+    server.wait_log("1 rule\\(s\\) have been successfully loaded")
+    assert server.post(event()) == 200
+    assert [c["action"] for c in records(out, 1)] == ["new"]
+    rules_path.write_text("- rule: Broken\n  actions: [{action: x, actionner: test:nope}]\n")
+    server.wait_log("the rules in force are kept")
+    assert "unknown actionner 'test:nope'" in server.log()
+    assert server.post(event(output="again")) == 200
+    assert [c["action"] for c in records(out, 2)] == ["new", "new"]
+    status, body = server.request("GET", "/metrics")
+    assert 'talon_rules_reloads_total{status="failed"} 1.0' in body.decode()
+
+
+def test_sighup_reloads(start: Callable[..., Server], tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(f"""
+        - rule: Old
+          actions: [{{action: old, actionner: test:record, parameters: {{file: "{out}"}}}}]
+        """, "watch_rules: false\n")
+    (tmp_path / "rules.yaml").write_text(textwrap.dedent(f"""
+        - rule: New
+          actions: [{{action: new, actionner: test:record, parameters: {{file: "{out}"}}}}]
+        """))
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log("successfully loaded")
+    assert server.post(event()) == 200
+    assert [c["action"] for c in records(out, 1)] == ["new"]
+
+
+def test_bad_input_gets_4xx_and_the_server_keeps_serving(start: Callable[..., Server],
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(rules_for(out))
+    status, body = server.request("POST", "/", b'{"priority": 3}')
+    assert status == 400 and b"priority" in body
+    assert server.request("POST", "/", b"not json")[0] == 400
+    assert server.request("GET", "/")[0] == 405
+    assert server.request("GET", "/healthz") == (200, b'{"status": "ok"}')
+    assert server.post(event()) == 200
+    assert len(records(out, 3)) == 3
+
+
+def test_sigterm_processes_every_queued_event(start: Callable[..., Server],
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(f"""
+        - rule: Slow
+          actions:
+            - {{action: slow, actionner: test:record,
+               parameters: {{file: "{out}", sleep: 0.1}}}}
+        """, "workers: 1\n")
+    for i in range(10):
+        assert server.post(event(pod=f"p{i}", output=f"o{i}")) == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 0
+    assert len(records(out, 10, timeout=1)) == 10
+    assert "stopped" in server.log()
+
+
+def test_invalid_rules_exit_1(start: Callable[..., Server], tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="server exited 1"):
+        start("- rule: R\n  actions: [{action: a, actionner: nope:x}]\n")
+
+
+def test_dry_run_server_without_config_uses_rules_d(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "talon", "server", "--dry-run", "--listen-address",
+             "127.0.0.1", "--listen-port", "0"], cwd=tmp_path, stdout=fh,
+            stderr=subprocess.STDOUT, text=True,
+            env={**{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+                 "PYTHONPATH": str(ROOT), "LOG_FORMAT": "text"})
+    try:
+        server = Server(proc, log)
+        assert server.request("POST", "/", SHELL_EVENT.read_bytes())[0] == 200
+        text = server.wait_log("dry-run is enabled")
+        assert "rules.d" in text
+        assert "kubernetes:label" in text and "talon.falco.org/suspicious" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
