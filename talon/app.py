@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from talon import log, notify, rules, sdnotify
+from talon.clients import Clients
+from talon.clients.kube import KubeConfigError
 from talon.config import Settings
 from talon.dedup import Deduplicator, LocalBackend
 from talon.engine import Engine
@@ -97,12 +99,18 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         notify.build(names, settings.notifiers, registry, delivery), metrics=metrics,
         workers=settings.notifier_workers, queue_size=settings.notifier_queue_size)
     store = RuleStore(ruleset)
+    clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
+    if not settings.dry_run and _needs_kubernetes(ruleset, registry, names):
+        version = clients.kube().ping()
+        log.emit(logger, logging.INFO, "init", category="kubernetes",
+                 result=f"connected to {version} ({clients.kube().source})")
     dd = settings.deduplication
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
                     dedup=Deduplicator(dd.time_window_seconds, dd.key,
                                        LocalBackend(dd.max_entries)),
-                    dry_run=settings.dry_run, action_timeout=settings.action_timeout_seconds,
+                    clients=clients, dry_run=settings.dry_run,
+                    action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events)
     queue = MemoryQueue(settings.queue_size)
     metrics.queue_depth.set_function(queue.depth)
@@ -122,6 +130,17 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader)
+
+
+def _needs_kubernetes(ruleset: RuleSet, registry: Registry, notifiers: list[str]) -> bool:
+    """Whether a rule (or a notifier in use) calls the Kubernetes API."""
+    infos = [registry.get("actionner", a.actionner).info for r in ruleset.rules
+             for a in r.actions if not r.dry_run]
+    infos += [registry.get("context", c).info for r in ruleset.rules for a in r.actions
+              for c in a.additional_contexts]
+    infos += [registry.get("notifier", n).info for n in notifiers
+              if registry.has("notifier", n)]
+    return any("kubernetes" in i.requires for i in infos)
 
 
 def _signals(app: App) -> None:
@@ -148,6 +167,11 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
     except ConfigError as exc:
         for problem in exc.problems:
             log.emit(logger, logging.CRITICAL, "config", error=problem)
+        return 1
+    except KubeConfigError as exc:
+        log.emit(logger, logging.CRITICAL, "init", category="kubernetes", error=str(exc),
+                 hint="the rules use Kubernetes actionners: set kubeconfig (or KUBECONFIG), "
+                      "run in a pod, or start with --dry-run to audit without a cluster")
         return 1
     except OSError as exc:
         log.emit(logger, logging.CRITICAL, "http", error=f"cannot listen: {exc}")

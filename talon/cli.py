@@ -29,12 +29,14 @@ def default_rules() -> list[str]:
     return found or [str(SHIPPED_RULES)]
 
 
-def _common(sub: bool) -> argparse.ArgumentParser:
+def _common(sub: bool, level: int = 1) -> argparse.ArgumentParser:
+    """-c/-r; each parser level keeps its own -r list so that they add up."""
     p = argparse.ArgumentParser(add_help=False)
     default = argparse.SUPPRESS if sub else None
     p.add_argument("-c", "--config", default=default, metavar="FILE",
                    help=f"configuration file (server default: {DEFAULT_CONFIG} if present)")
     p.add_argument("-r", "--rules", action="append", default=default, metavar="FILE",
+                   dest=f"rules_{level}" if sub else "rules",
                    help="rules file or folder of *.yaml (repeatable; default: rules_files "
                         "from the config, else /etc/falco-talon/rules.yaml, else rules.d/)")
     return p
@@ -42,6 +44,7 @@ def _common(sub: bool) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common(sub=True)
+    common2 = _common(sub=True, level=2)
     top = argparse.ArgumentParser(
         prog="talon", parents=[_common(sub=False)],
         description="Talon: a response engine for Falco events.")
@@ -54,16 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     rules_p = verbs.add_parser("rules", parents=[common], help="check, print or test rules")
     rverbs = rules_p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     for name, parent in (("check", rverbs), ("check", verbs)):
-        chk = parent.add_parser(name, parents=[common], help="check rules files")
+        chk = parent.add_parser(name, parents=[common2 if parent is rverbs else common],
+                                help="check rules files")
         chk.add_argument("--strict", action="store_true", help="warnings are errors too")
-    rverbs.add_parser("print", parents=[common], help="print the merged rules as YAML")
-    test = rverbs.add_parser("test", parents=[common],
+    rverbs.add_parser("print", parents=[common2], help="print the merged rules as YAML")
+    test = rverbs.add_parser("test", parents=[common2],
                              help="show or check what events would trigger")
     test.add_argument("inputs", nargs="+", metavar="EVENT.json|SUITE.yaml")
     for kind in ("actionners", "outputs", "notifiers"):
         p = verbs.add_parser(kind, parents=[common], help=f"list the {kind}")
         p.add_subparsers(dest="list_command", metavar="list", required=True).add_parser(
-            "list", parents=[common], help=f"list the available {kind}")
+            "list", parents=[common2], help=f"list the available {kind}")
     verbs.add_parser("rbac", parents=[common],
                      help="print the least-privilege ClusterRole the rules need")
     verbs.add_parser("version", help="print the version")
@@ -72,8 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, *, server: bool = False) -> config.Settings:
     overrides: dict[str, Any] = {}
-    if args.rules:
-        overrides["rules_files"] = list(args.rules)
+    given = (args.rules or []) + (getattr(args, "rules_1", None) or []) + (
+        getattr(args, "rules_2", None) or [])
+    if given:
+        overrides["rules_files"] = given
     for key in ("dry_run", "listen_address", "listen_port"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)

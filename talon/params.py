@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -165,6 +166,12 @@ def _check_range(f: dataclasses.Field[Any], value: Any, out: list[ParamProblem])
         out.append(ParamProblem(f.name, f"must be <= {hi}, got {value}"))
 
 
+@functools.cache
+def _schema(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """Type hints and fields of a params class, computed once per class."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+
+
 def coerce(cls: type, raw: Mapping[str, Any] | None) -> tuple[Any, list[ParamProblem]]:
     """Build `cls` from `raw`; returns (instance or None, problems).
 
@@ -172,8 +179,7 @@ def coerce(cls: type, raw: Mapping[str, Any] | None) -> tuple[Any, list[ParamPro
     """
     problems: list[ParamProblem] = []
     raw = raw or {}
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = _schema(cls)
     for key in raw:
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)

@@ -181,14 +181,13 @@ def test_config_flag_before_or_after_the_verb(run: Run, tmp_path: Path, where: s
     assert "listen_prot" in err
 
 
-@pytest.mark.xfail(strict=True, reason="a -r given after the verb drops those given before it; "
-                                        "upstream's repeatable -r collects all of them")
 def test_rules_flags_before_and_after_the_verb_add_up(run: Run, tmp_path: Path) -> None:
     first = write(tmp_path / "a.yaml", label_rule("One", "A"))
     second = write(tmp_path / "b.yaml", label_rule("Two", "B"))
-    code, out, _ = run("-r", first, "rules", "check", "-r", second)
+    third = write(tmp_path / "c.yaml", label_rule("Three", "C"))
+    code, out, _ = run("-r", first, "rules", "-r", second, "check", "-r", third)
     assert code == 0
-    assert "2 rules from 2 file(s)" in out
+    assert "3 rules from 3 file(s)" in out
 
 
 def test_rules_flag_repeated_with_a_folder(run: Run, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ with no config file, using rules.d/, and logs what it would do for a sample even
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -19,92 +18,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORDER = ROOT / "tests" / "plugins" / "recorder.py"
+from tests.support import ROOT, Launch, Server, start
+
+__all__ = ["start"]
+
 SHELL_EVENT = ROOT / "tests" / "fixtures" / "events" / "falco_shell.json"
-
-
-class Server:
-    """A `python -m talon server` subprocess and a client for it."""
-
-    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
-        self.proc, self.log_path = proc, log
-        self.port = self._wait_port()
-
-    def _wait_port(self) -> int:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            found = re.search(r"listening on [\d.]+:(\d+)", self.log())
-            if found:
-                return int(found.group(1))
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError("server did not start:\n" + self.log())
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body,
-                         headers={"Content-Type": "application/json"} if body else {})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def post(self, event: dict[str, Any]) -> int:
-        return self.request("POST", "/", json.dumps(event).encode())[0]
-
-    def wait_log(self, pattern: str, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log()
-            if re.search(pattern, text):
-                return text
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not in log:\n{self.log()}")
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def launch(rules: str | None, config: str = "", *args: str) -> Server:
-        cfg = tmp_path / "config.yaml"
-        cfg.write_text(textwrap.dedent(f"""
-            listen_address: 127.0.0.1
-            listen_port: 0
-            log_format: json
-            plugins: ["{RECORDER}"]
-            reload_interval_seconds: 0.2
-            """) + textwrap.dedent(config))
-        cmd = [sys.executable, "-m", "talon", "server", "-c", str(cfg)]
-        if rules is not None:
-            path = tmp_path / "rules.yaml"
-            path.write_text(textwrap.dedent(rules))
-            cmd += ["-r", str(path)]
-        log = tmp_path / f"server{len(procs)}.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET",)}
-        with log.open("w") as fh:
-            proc = subprocess.Popen([*cmd, *args], cwd=ROOT, stdout=fh,
-                                    stderr=subprocess.STDOUT, text=True, env=env)
-        procs.append(proc)
-        return Server(proc, log)
-
-    yield launch
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
 
 
 def records(path: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -138,7 +61,7 @@ def rules_for(out: Path, extra: str = "") -> str:
         {extra}"""
 
 
-def test_matched_event_runs_actions_in_sequence(start: Callable[..., Server],
+def test_matched_event_runs_actions_in_sequence(start: Launch,
                                                 tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(rules_for(out))
@@ -157,7 +80,7 @@ def test_matched_event_runs_actions_in_sequence(start: Callable[..., Server],
     assert re.search(r'action_total\{action="second".*status="failure".*\} 1.0', metrics)
 
 
-def test_dry_run_runs_nothing(start: Callable[..., Server], tmp_path: Path) -> None:
+def test_dry_run_runs_nothing(start: Launch, tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(rules_for(out), "", "--dry-run")
     assert server.post(event()) == 200
@@ -166,7 +89,7 @@ def test_dry_run_runs_nothing(start: Callable[..., Server], tmp_path: Path) -> N
     assert not out.exists()
 
 
-def test_duplicates_run_once(start: Callable[..., Server], tmp_path: Path) -> None:
+def test_duplicates_run_once(start: Launch, tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(f"""
         - rule: React
@@ -183,7 +106,7 @@ def test_duplicates_run_once(start: Callable[..., Server], tmp_path: Path) -> No
     assert "talon_events_duplicate_total 2.0" in body.decode()
 
 
-def test_hot_reload_and_invalid_rules_keep_the_old_set(start: Callable[..., Server],
+def test_hot_reload_and_invalid_rules_keep_the_old_set(start: Launch,
                                                        tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(f"""
@@ -203,11 +126,11 @@ def test_hot_reload_and_invalid_rules_keep_the_old_set(start: Callable[..., Serv
     assert "unknown actionner 'test:nope'" in server.log()
     assert server.post(event(output="again")) == 200
     assert [c["action"] for c in records(out, 2)] == ["new", "new"]
-    status, body = server.request("GET", "/metrics")
+    _, body = server.request("GET", "/metrics")
     assert 'talon_rules_reloads_total{status="failed"} 1.0' in body.decode()
 
 
-def test_sighup_reloads(start: Callable[..., Server], tmp_path: Path) -> None:
+def test_sighup_reloads(start: Launch, tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(f"""
         - rule: Old
@@ -223,7 +146,7 @@ def test_sighup_reloads(start: Callable[..., Server], tmp_path: Path) -> None:
     assert [c["action"] for c in records(out, 1)] == ["new"]
 
 
-def test_bad_input_gets_4xx_and_the_server_keeps_serving(start: Callable[..., Server],
+def test_bad_input_gets_4xx_and_the_server_keeps_serving(start: Launch,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(rules_for(out))
@@ -236,7 +159,7 @@ def test_bad_input_gets_4xx_and_the_server_keeps_serving(start: Callable[..., Se
     assert len(records(out, 3)) == 3
 
 
-def test_sigterm_processes_every_queued_event(start: Callable[..., Server],
+def test_sigterm_processes_every_queued_event(start: Launch,
                                               tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
     server = start(f"""
@@ -253,7 +176,7 @@ def test_sigterm_processes_every_queued_event(start: Callable[..., Server],
     assert "stopped" in server.log()
 
 
-def test_invalid_rules_exit_1(start: Callable[..., Server], tmp_path: Path) -> None:
+def test_invalid_rules_exit_1(start: Launch, tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="server exited 1"):
         start("- rule: R\n  actions: [{action: a, actionner: nope:x}]\n")
 

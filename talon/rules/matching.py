@@ -97,19 +97,43 @@ class CompiledMatch:
     field_groups: tuple[tuple[Condition, ...], ...]
     source: str
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: Event, view: _View | None = None) -> bool:
         """Everything but the Falco rule name (the index handles that)."""
+        view = view or _View(event)
         if self.source and event.source != self.source:
             return False
-        if self.priority and not _compare(priority_level(event.priority),
-                                          self.priority_op, self.priority):
+        if self.priority and not _compare(view.level, self.priority_op, self.priority):
             return False
         if self.tag_groups:
-            tags = event.string_tags()
+            tags = view.tags()
             if not any(group <= tags for group in self.tag_groups):
                 return False
         return not self.field_groups or any(
-            _fields_hold(group, event) for group in self.field_groups)
+            _fields_hold(group, view) for group in self.field_groups)
+
+
+class _View:
+    """Per-event values computed once and shared by every candidate rule."""
+
+    __slots__ = ("_tags", "_texts", "event", "level")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.level = priority_level(event.priority)
+        self._tags: frozenset[str] | None = None
+        self._texts: dict[str, str | None] = {}
+
+    def tags(self) -> frozenset[str]:
+        if self._tags is None:
+            self._tags = self.event.string_tags()
+        return self._tags
+
+    def text(self, key: str) -> str | None:
+        try:
+            return self._texts[key]
+        except KeyError:
+            value = self._texts[key] = self.event.field_text(key)
+            return value
 
 
 def _compare(level: int, op: str, wanted: int) -> bool:
@@ -124,9 +148,9 @@ def _compare(level: int, op: str, wanted: int) -> bool:
     return level <= wanted
 
 
-def _fields_hold(group: tuple[Condition, ...], event: Event) -> bool:
+def _fields_hold(group: tuple[Condition, ...], view: _View) -> bool:
     for cond in group:
-        text = event.field_text(cond.key)
+        text = view.text(cond.key)
         if cond.negate:
             if text == cond.value:
                 return False
@@ -172,5 +196,5 @@ class Matcher:
 
     def match(self, event: Event) -> list[Rule]:
         """Every matching rule, in load order."""
-        compiled = self._compiled
-        return [r for r in self.candidates(event) if compiled[r.index].matches(event)]
+        compiled, view = self._compiled, _View(event)
+        return [r for r in self.candidates(event) if compiled[r.index].matches(event, view)]

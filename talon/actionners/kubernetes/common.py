@@ -1,0 +1,82 @@
+"""Helpers shared by the Kubernetes actionners: pod lookup, owners, API error text.
+
+Layer L2 (a plug-in module): imports only talon.plugin, talon.clients and its package.
+API calls go through `ctx.clients.kube()` and always pass `_request_timeout`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from talon.plugin import ActionContext, ActionError, CheckFailedError
+
+STANDALONE = "StandalonePod"
+
+
+def kube(ctx: Any) -> Any:
+    """The shared Kubernetes client of the process."""
+    return ctx.clients.kube()
+
+
+def api_error(exc: BaseException) -> str:
+    """The API server's own message for an ApiException (its Status body), else str(exc)."""
+    body = getattr(exc, "body", None)
+    status = getattr(exc, "status", None)
+    if body:
+        try:
+            data = json.loads(body)
+        except (TypeError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("message"):
+            return f"{data['message']} ({status})" if status else str(data["message"])
+    reason = getattr(exc, "reason", None)
+    if status and reason:
+        return f"{reason} ({status})"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return getattr(exc, "status", None) == 404
+
+
+def pod_target(ctx: ActionContext) -> tuple[str, str]:
+    """(namespace, pod) from the event; CheckFailedError when either is missing."""
+    pod, namespace = ctx.event.pod_name(), ctx.event.namespace()
+    if not pod:
+        raise CheckFailedError("missing pod name (k8s.pod.name)")
+    if not namespace:
+        raise CheckFailedError("missing namespace (k8s.ns.name)")
+    return namespace, pod
+
+
+def get_pod(ctx: ActionContext) -> Any:
+    """The event's pod (a V1Pod); ActionError with the API's message when it can't be read."""
+    namespace, pod = pod_target(ctx)
+    k = kube(ctx)
+    try:
+        return k.core.read_namespaced_pod(pod, namespace, _request_timeout=k.timeout)
+    except Exception as exc:
+        if is_not_found(exc):
+            raise CheckFailedError(
+                f"the pod '{pod}' in the namespace '{namespace}' doesn't exist") from exc
+        raise ActionError(f"cannot read the pod '{pod}' in the namespace '{namespace}': "
+                          f"{api_error(exc)}") from exc
+
+
+def pod_exists(ctx: ActionContext) -> None:
+    """Live check used by every pod-based actionner."""
+    get_pod(ctx)
+
+
+def owner(pod: Any) -> tuple[str, str]:
+    """(kind, name) of the pod's first owner reference, or (StandalonePod, "")."""
+    refs = getattr(pod.metadata, "owner_references", None) or []
+    if not refs:
+        return STANDALONE, ""
+    return str(refs[0].kind), str(refs[0].name)
+
+
+def pod_objects(namespace: str, pod: str) -> dict[str, str]:
+    return {"pod": pod, "namespace": namespace}

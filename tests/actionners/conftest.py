@@ -1,0 +1,88 @@
+"""Fixtures for the Kubernetes actionner tests.
+
+- `kube_api` / `kube_config`: the fake API server (tests/fakes/kube_api.py) and a kubeconfig.
+- `act(rules_yaml, event, **engine_kw)`: run the real engine in-process with the real
+  catalog and a real Kubernetes client pointed at the fake; returns `Acted` with the
+  (rule, action, status) list and the notifications sent.
+- `start` (tests/support.py): the real server as a subprocess, for end-to-end tests; pass
+  `f"kubeconfig: {kube_config}"` in its config.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from talon import catalog, config, models, rules
+from talon.clients import Clients
+from talon.engine import Engine
+from talon.metrics import Metrics
+from talon.models import Notification
+from talon.reloader import RuleStore
+from tests.fakes.kube_api import kube_api, kube_config
+from tests.support import start
+
+__all__ = ["kube_api", "kube_config", "start"]
+
+
+@dataclass
+class Acted:
+    """What one `act()` call did."""
+
+    done: list[tuple[str, str, str]]
+    notes: list[Notification] = field(default_factory=list)
+    metrics: Metrics | None = None
+
+    def note(self, action: str, message: str = "action") -> Notification:
+        found = [n for n in self.notes if n.action == action and n.message == message]
+        assert found, f"no {message} notification for {action}: {self.notes}"
+        return found[-1]
+
+
+def pod(name: str = "web-1", namespace: str = "shop", *, node: str = "node-1",
+        owner: tuple[str, str] | None = ("ReplicaSet", "web-5d9c"),
+        labels: dict[str, str] | None = None,
+        containers: tuple[str, ...] = ("app",)) -> dict[str, Any]:
+    """A Pod manifest for `kube_api.add()`."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace,
+                            "labels": labels if labels is not None else {"app": "web"}}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner[0],
+                                    "name": owner[1], "uid": "u-" + owner[1],
+                                    "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": node,
+                     "containers": [{"name": c, "image": "nginx"} for c in containers]},
+            "status": {"phase": "Running"}}
+
+
+def event(pod_name: str = "web-1", namespace: str = "shop", rule: str = "F",
+          **fields: Any) -> models.Event:
+    return models.from_mapping({
+        "rule": rule, "priority": "Warning", "output": f"event for {pod_name}",
+        "output_fields": {"k8s.pod.name": pod_name, "k8s.ns.name": namespace, **fields}})
+
+
+@pytest.fixture
+def act(kube_config: Path, tmp_path: Path) -> Callable[..., Acted]:
+    registry = catalog.registry()
+    settings = config.load(None, env={}, overrides={"kubeconfig": str(kube_config)})
+    clients = Clients(settings, timeout=5)
+
+    def run(rules_yaml: str, ev: models.Event, **kw: Any) -> Acted:
+        path = tmp_path / "rules.yaml"
+        path.write_text(textwrap.dedent(rules_yaml))
+        ruleset = rules.load([str(path)], registry)
+        notes: list[Notification] = []
+        metrics = Metrics()
+        engine = Engine(registry=registry, rules=RuleStore(ruleset), metrics=metrics,
+                        notify=lambda _names, n: notes.append(n),
+                        default_notifiers=("webhook",), clients=clients, **kw)
+        return Acted(engine.handle(ev), notes, metrics)
+
+    return run
