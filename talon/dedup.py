@@ -73,7 +73,7 @@ class Deduplicator:
                  backend: Backend | None = None) -> None:
         self.window = window_seconds
         self.fields = tuple(fields)
-        self.backend = backend or LocalBackend()
+        self.backend = backend if backend is not None else LocalBackend()
 
     def is_duplicate(self, event: Event) -> bool:
         if self.window <= 0:

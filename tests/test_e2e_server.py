@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Launch, Server, start
+from tests.support import RECORDER, ROOT, Launch, Server, start
 
 __all__ = ["start"]
 
@@ -199,3 +199,54 @@ def test_dry_run_server_without_config_uses_rules_d(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_notifications_reach_the_webhook_and_a_dead_notifier_delays_nothing(
+        start: Launch, tmp_path: Path) -> None:
+    from tests.notifiers.sinks import HttpSink, Reply, free_port
+
+    out = tmp_path / "calls.jsonl"
+    dead = free_port()  # nothing listens there
+    with HttpSink() as hook, HttpSink() as slow:
+        slow.script("/hook", then=Reply(delay=3.0))
+        server = start(f"""
+            - rule: React
+              notifiers: [slack, loki]
+              actions: [{{action: a, actionner: test:record, parameters: {{file: "{out}"}}}}]
+            """, f"""
+            default_notifiers: [webhook]
+            notifier_timeout_seconds: 1
+            notifier_retries: 1
+            notifiers:
+              webhook: {{url: "{hook.url}/talon", custom_headers: {{X-Team: secops}}}}
+              slack: {{webhook_url: "http://127.0.0.1:{dead}/services/T000/B000/SECRETTOKEN"}}
+              loki: {{url: "{slow.url}/hook"}}
+            """)
+        sent = time.monotonic()
+        for i in range(5):
+            assert server.post(event(pod=f"p{i}", output=f"o{i}")) == 200
+        calls = records(out, 5)
+        assert len(calls) == 5
+        assert max(c["started"] for c in calls) - min(c["started"] for c in calls) < 1.0
+        assert time.monotonic() - sent < 3
+        deadline = time.monotonic() + 10
+        while len(hook.requests) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bodies = [r.json() for r in hook.requests]
+        assert len(bodies) == 5
+        assert {b["status"] for b in bodies} == {"success"}
+        assert {b["rule"] for b in bodies} == {"React"}
+        assert hook.requests[0].header("X-Team") == "secops"
+        text = server.wait_log(r'"notifier": "slack".*"status": "failure"')
+        assert "SECRETTOKEN" not in text
+        _, body = server.request("GET", "/metrics")
+        assert 'notification_total{notifier="webhook",status="success"} 5.0' in body.decode()
+
+
+def test_plugin_import_error_is_a_clear_start_error(start: Launch, tmp_path: Path) -> None:
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("raise ImportError('missing dependency acme_sdk')\n")
+    with pytest.raises(AssertionError, match="server exited 1") as info:
+        start("- rule: R\n  actions: [{action: a, actionner: test:record, "
+              "parameters: {file: /dev/null}}]\n", f'plugins: ["{RECORDER}", "{broken}"]\n')
+    assert "broken_plugin.py" in str(info.value) and "acme_sdk" in str(info.value)

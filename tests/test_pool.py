@@ -1,0 +1,118 @@
+"""Queue and worker pool: bounded queue, per-pod ordering, isolation, drain.
+
+Covers: put refuses instead of blocking when full; events for one pod run in arrival
+order even with many workers; a slow event for one pod does not delay other pods; a
+handler exception does not kill the worker; drain waits for queued and running items.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from talon import models
+from talon.pool import MemoryQueue, WorkerPool, pod_key
+
+
+def ev(pod: str, n: int, ns: str = "shop") -> models.Event:
+    return models.from_mapping({"output": str(n), "output_fields": {
+        "k8s.pod.name": pod, "k8s.ns.name": ns}})
+
+
+def test_full_queue_refuses() -> None:
+    q = MemoryQueue(2)
+    assert q.put(ev("a", 1)) and q.put(ev("a", 2))
+    assert q.put(ev("a", 3)) is False
+    assert q.depth() == 2
+
+
+def test_pod_key() -> None:
+    assert pod_key(ev("web", 1)) == "shop/web"
+    assert pod_key(models.from_mapping({})) == ""
+
+
+def test_same_pod_in_order_other_pods_in_parallel() -> None:
+    q = MemoryQueue(1000)
+    seen: dict[str, list[int]] = {}
+    lock = threading.Lock()
+    active: set[str] = set()
+    overlaps: list[str] = []
+
+    def handle(item: object) -> None:
+        event = item.event  # type: ignore[attr-defined]
+        pod = event.pod_name()
+        with lock:
+            if pod in active:
+                overlaps.append(pod)
+            active.add(pod)
+        time.sleep(0.002)
+        with lock:
+            active.discard(pod)
+            seen.setdefault(pod, []).append(int(event.output))
+
+    pool = WorkerPool(q, handle, workers=6)
+    pool.start()
+    for n in range(200):
+        assert q.put(ev(f"p{n % 4}", n))
+    assert pool.drain(10)
+    assert overlaps == []
+    for pod, numbers in seen.items():
+        assert numbers == sorted(numbers), pod
+    assert sum(len(v) for v in seen.values()) == 200
+
+
+def test_slow_pod_does_not_delay_others() -> None:
+    q = MemoryQueue(100)
+    finished: dict[str, float] = {}
+    release = threading.Event()
+
+    def handle(item: object) -> None:
+        event = item.event  # type: ignore[attr-defined]
+        if event.pod_name() == "slow":
+            release.wait(5)
+        finished[event.pod_name() + event.output] = time.monotonic()
+
+    pool = WorkerPool(q, handle, workers=2)
+    pool.start()
+    start = time.monotonic()
+    q.put(ev("slow", 0))
+    q.put(ev("slow", 1))  # queued behind the first, on the same worker
+    for n in range(5):
+        q.put(ev(f"fast{n}", n))
+    deadline = time.monotonic() + 5
+    while len(finished) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(finished[f"fast{n}{n}"] - start < 2 for n in range(5))
+    assert "slow0" not in finished
+    release.set()
+    assert pool.drain(5)
+    assert finished["slow0"] <= finished["slow1"]
+
+
+def test_handler_errors_do_not_kill_workers() -> None:
+    q = MemoryQueue(10)
+    done: list[str] = []
+
+    def handle(item: object) -> None:
+        event = item.event  # type: ignore[attr-defined]
+        if event.output == "0":
+            raise RuntimeError("bug")
+        done.append(event.output)
+
+    pool = WorkerPool(q, handle, workers=1)
+    pool.start()
+    q.put(ev("a", 0))
+    q.put(ev("a", 1))
+    assert pool.drain(5)
+    assert done == ["1"]
+
+
+def test_drain_times_out_with_work_left() -> None:
+    q = MemoryQueue(10)
+    gate = threading.Event()
+    pool = WorkerPool(q, lambda item: gate.wait(3), workers=1)
+    pool.start()
+    q.put(ev("a", 0))
+    time.sleep(0.05)
+    assert pool.drain(0.2) is False
+    gate.set()
