@@ -141,10 +141,10 @@ def _show_event(path: str, ruleset: rules.RuleSet, registry: Registry) -> int:
         print("no rule matches")
     for s in steps:
         out = {"rule": s.rule.name, "action": s.action.name, "actionner": s.action.actionner,
-               "parameters": render._plain(s.parameters)}
+               "parameters": models.plain(s.parameters)}
         if s.action.output:
             out["output"] = {"target": s.action.output.target,
-                             "parameters": render._plain(s.action.output.parameters)}
+                             "parameters": models.plain(s.action.output.parameters)}
         if s.dry_run:
             out["dry_run"] = True
         sys.stdout.write(render.dump([out]))

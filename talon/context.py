@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from talon.models import Event, value_text
+from talon.models import Event, plain, value_text
 
 _NAME = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -43,19 +43,11 @@ def talon_context(*, rule: str, action: str, actionner: str, parameters: Mapping
         "falco-talon.action": action,
         "falco-talon.action.continue": _flag(action_continue),
         "falco-talon.action.ignore_errors": _flag(ignore_errors),
-        "falco-talon.action.parameters": json.dumps(_plain(parameters) or None,
+        "falco-talon.action.parameters": json.dumps(plain(parameters) or None,
                                                     sort_keys=True, default=str),
         "falco-talon.actionner": actionner,
     }
     return {k: v for k, v in ctx.items() if v}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def field_env_name(key: str) -> str:

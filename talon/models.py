@@ -8,6 +8,7 @@ the field. Top-level keys match case-insensitively (as the Go decoder does); num
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time as _time
@@ -61,7 +62,7 @@ def value_text(value: Any) -> str:
         return "<nil>"
     if isinstance(value, int | Decimal | float):
         return str(value)
-    return json.dumps(_plain(value), separators=(",", ":"), default=_json_default)
+    return json.dumps(plain(value), separators=(",", ":"), default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -74,11 +75,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Frozen data (mapping proxies, tuples, dataclasses) as plain JSON/YAML-ready data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -165,8 +169,8 @@ class Event:
             "trace_id": self.trace_id, "output": self.output, "priority": self.priority,
             "rule": self.rule, "hostname": self.hostname,
             "time": self.time or "0001-01-01T00:00:00Z", "source": self.source,
-            "output_fields": _plain(self.output_fields), "context": ctx or None,
-            "tags": list(_plain(self.tags)),
+            "output_fields": plain(self.output_fields), "context": ctx or None,
+            "tags": list(plain(self.tags)),
         }
 
     def to_json(self, context: Mapping[str, Any] | None = None) -> str:

@@ -19,6 +19,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
+from talon import models
+
 MISSING = dataclasses.MISSING
 
 
@@ -230,10 +232,4 @@ def describe(cls: type | None) -> list[FieldSpec]:
 
 def to_plain(value: Any) -> Any:
     """A params instance (or any coerced value) as plain JSON-ready data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v) for v in value]
-    return value
+    return models.plain(value)

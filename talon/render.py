@@ -5,22 +5,15 @@ Layer L3: pure functions from model/registry to text; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
 
 from talon import params as params_mod
+from talon.models import plain
 from talon.registry import Permission, Plugin
 from talon.rules.model import Action, Rule, RuleSet
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _drop_empty(d: dict[str, Any]) -> dict[str, Any]:
@@ -31,10 +24,10 @@ def action_dict(action: Action) -> dict[str, Any]:
     """An action in the Go `rules print` key order, empty settings omitted."""
     out = None
     if action.output is not None:
-        out = _drop_empty({"parameters": _plain(action.output.parameters),
+        out = _drop_empty({"parameters": plain(action.output.parameters),
                            "target": action.output.target})
     return _drop_empty({
-        "parameters": _plain(action.parameters), "output": out, "action": action.name,
+        "parameters": plain(action.parameters), "output": out, "action": action.name,
         "description": action.description, "actionner": action.actionner,
         "continue": action.continue_, "ignore_errors": action.ignore_errors,
         "additional_contexts": list(action.additional_contexts)})
@@ -86,7 +79,7 @@ def _parameters(cls: type | None) -> dict[str, Any]:
     out = {}
     for spec in params_mod.describe(cls):
         key = spec.name + (" (required)" if spec.required else "")
-        default = _plain(spec.default)
+        default = plain(spec.default)
         out[key] = {"type": spec.type, **({"default": default} if not spec.required else {}),
                     **({"description": spec.help} if spec.help else {})}
     return out

@@ -86,9 +86,9 @@ def check_steps(steps: list[plan.Step], expect: Mapping[str, Any]) -> list[str]:
         got = by_action.get(name)
         if got is None:
             failures.append(f"parameters: action '{name}' does not run")
-        elif not _subset(wanted, render._plain(got.parameters)):
+        elif not _subset(wanted, models.plain(got.parameters)):
             failures.append(_diff(f"parameters of '{name}'", wanted,
-                                  render._plain(got.parameters)))
+                                  models.plain(got.parameters)))
     return failures
 
 
