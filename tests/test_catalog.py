@@ -227,7 +227,7 @@ def test_required_fields_and_requires(fullname: str) -> None:
     info = _actionner(fullname)
     pod = ("k8s.pod.name", "k8s.ns.name")
     fields = {
-        "kubernetes:delete": ("ka.target.resource", "ka.target.name", "ka.target.namespace"),
+        "kubernetes:delete": ("ka.target.resource", "ka.target.name"),
         "calico:networkpolicy": (*pod, "fd.rip|fd.sip"),
         "cilium:networkpolicy": (*pod, "fd.rip|fd.sip"),
         "aws:lambda": (), "gcp:function": (),

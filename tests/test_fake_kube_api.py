@@ -25,11 +25,16 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import kube_api as fake_kube_api
 from tests.fakes import kube_patch
-from tests.fakes.kube_api import FakeKubeAPI, kube_api, kube_client, kube_config, start
+from tests.fakes.kube_api import FakeKubeAPI, start
+
+# The fixtures kube_api.py exports, made visible to this module (pytest looks them up here).
+kube_api = fake_kube_api.kube_api
+kube_config = fake_kube_api.kube_config
+kube_client = fake_kube_api.kube_client
 
 NS = "prod"
-_EXPORTED_FIXTURES = (kube_api, kube_client, kube_config)
 
 
 def make_pod(name: str = "web-1", *, ns: str = NS, labels: dict[str, str] | None = None,
@@ -540,6 +545,19 @@ def test_delete_custom_object_and_precondition_conflict(fake: FakeKubeAPI,
     assert answer["status"] == "Success"
 
 
+def test_registered_resource_and_delete_collection(fake: FakeKubeAPI,
+                                                   k8s: SimpleNamespace) -> None:
+    fake.register_resource("example.com/v1", "widgets", "Widget")
+    for name, team in (("a", "red"), ("b", "blue"), ("c", "red")):
+        fake.add({"apiVersion": "example.com/v1", "kind": "Widget",
+                  "metadata": {"name": name, "namespace": NS, "labels": {"team": team}}})
+    k8s.custom.delete_collection_namespaced_custom_object("example.com", "v1", NS, "widgets",
+                                                          label_selector="team=red")
+    assert [w["metadata"]["name"] for w in fake.list("widgets", NS)] == ["b"]
+    assert [d.name for d in fake.deletions] == ["a", "c"]
+    assert fake.remove("Widget", NS, "b") and not fake.remove("Widget", NS, "b")
+
+
 def test_dry_run_does_not_persist(fake: FakeKubeAPI, k8s: SimpleNamespace) -> None:
     k8s.core.create_namespaced_config_map(NS, {"metadata": {"name": "a"}}, dry_run="All")
     assert fake.get("configmaps", NS, "a") is None
@@ -688,6 +706,38 @@ def test_exec_with_stdin_closed_by_the_v5_signal(fake: FakeKubeAPI,
     assert call.stdin == b"echo hi\n\x00binary"
     assert call.stdin_closed_by == "signal"
     assert call.argv == ["tee", "/tmp/talon-script.sh"]
+
+
+def test_exec_large_binary_stdin_and_output_with_resize(fake: FakeKubeAPI,
+                                                        k8s: SimpleNamespace) -> None:
+    fake.add(make_pod())
+    fake.on_exec(lambda ns, pod, container, argv, stdin: (0, stdin[::-1], b""))
+    payload = bytes(range(256)) * 400  # 100 KiB: 64-bit frame lengths, several output frames
+    ws = k8s.stream(k8s.core.connect_get_namespaced_pod_exec, "web-1", NS, command=["rev"],
+                    stdin=True, stdout=True, stderr=True, tty=False, binary=True,
+                    _preload_content=False)
+    try:
+        ws.write_channel(4, json.dumps({"Width": 80, "Height": 24}))
+        ws.write_stdin(payload[:70000])
+        ws.write_stdin(payload[70000:])
+        ws.close_channel(0)
+        ws.run_forever(timeout=5)
+        assert ws.read_stdout() == payload[::-1]
+    finally:
+        finish(ws)
+    assert fake.execs[-1].stdin == payload
+    assert fake.execs[-1].resizes == [{"Width": 80, "Height": 24}]
+
+
+def test_exec_with_an_unsupported_subprotocol_is_refused(fake: FakeKubeAPI,
+                                                         k8s: SimpleNamespace) -> None:
+    fake.add(make_pod())
+    with pytest.raises(AttributeError) as refused:
+        k8s.stream(k8s.core.connect_get_namespaced_pod_exec, "web-1", NS, command=["ls"],
+                   stdout=True, _preload_content=False,
+                   _headers={"sec-websocket-protocol": "channel.k8s.io"})
+    assert "Handshake status 403" in refused.value.__context__.reason
+    assert fake.execs == []
 
 
 def test_exec_over_v4_ends_stdin_only_when_the_socket_closes(

@@ -49,7 +49,8 @@ class ExecRequest:
 
 @dataclass(slots=True)
 class ExecCall:
-    """One exec/attach as the fake saw it; appended to `FakeKubeAPI.execs` when it ends."""
+    """One exec/attach as the fake saw it; in `FakeKubeAPI.execs` once the handler answered
+    (stdin that arrives later, e.g. with `wait_stdin=False`, is still appended)."""
 
     kind: str
     namespace: str
@@ -213,14 +214,14 @@ def serve(handler: BaseHTTPRequestHandler, protocol: str, request: ExecRequest,
                     list(request.argv), request.tty, protocol)
     ws.send_channel(_first_channel(request), b"")  # tells the client the streams are open
     client_gone = False
-    if request.stdin and (route is None or route.wait_stdin):
+    if request.stdin and route is not None and route.wait_stdin:
         client_gone = _read_stdin(ws, protocol, call)
     _run(route, request, call)
     record(call)
     if not client_gone:
         _send_results(ws, request, call)
         ws.close()
-        _drain(ws, handler)
+        _drain(ws, handler, protocol, call)
 
 
 def _first_channel(request: ExecRequest) -> int:
@@ -311,8 +312,9 @@ def _send_results(ws: WebSocket, request: ExecRequest, call: ExecCall) -> None:
     ws.send_channel(ERROR, json.dumps(call.status, separators=(",", ":")).encode())
 
 
-def _drain(ws: WebSocket, handler: BaseHTTPRequestHandler) -> None:
-    """Wait briefly for the client's close reply so the socket ends cleanly."""
+def _drain(ws: WebSocket, handler: BaseHTTPRequestHandler, protocol: str,
+           call: ExecCall) -> None:
+    """Wait briefly for the client's close reply, still filing late stdin and resizes."""
     handler.connection.settimeout(_DRAIN_SECONDS)
     while (message := ws.recv()) is not None and message[0] != OP_CLOSE:
-        pass
+        _take_frame(protocol, call, message[1])

@@ -1,0 +1,207 @@
+"""HTTP plumbing of the fake API server (tests/fakes/kube_api.py); stdlib only.
+
+A `ThreadingHTTPServer` bound to 127.0.0.1:0 whose handler hands every request to one
+callable, the request record the fake keeps, URL routing for `/api/v1/...` and
+`/apis/<group>/<version>/...` (namespaced, cluster-scoped, all-namespaces, subresources), and
+the small query-string helpers the verbs share.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes.kube_resources import JSON, ResourceDef, bad_request, unknown_path
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as received: path without query, JSON body parsed when it is JSON."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    content_type: str
+    body: Any
+    raw: bytes
+    headers: Mapping[str, str]
+    """Header names lower-cased."""
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a URL addresses."""
+
+    rd: ResourceDef
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(status, json.dumps(body, separators=(",", ":")).encode())
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1 handler; every verb goes to `server.serve(handler)`."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 60
+    server: Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        self.server.serve(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+
+class Server(ThreadingHTTPServer):
+    """Tracks open connections so `close_connections()` can end idle keep-alives."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, serve: Callable[[Handler], None]) -> None:
+        self.serve = serve
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def read_request(handler: Handler) -> RecordedRequest:
+    url = urlsplit(handler.path)
+    length = int(handler.headers.get("Content-Length") or 0)
+    raw = handler.rfile.read(length) if length else b""
+    body: Any = None
+    if raw:
+        with contextlib.suppress(ValueError):
+            body = json.loads(raw)
+    headers = {k.lower(): v for k, v in handler.headers.items()}
+    return RecordedRequest(handler.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                           handler.headers.get("Content-Type", ""), body, raw, headers)
+
+
+def send(handler: Handler, response: Response) -> None:
+    try:
+        handler.send_response(response.status)
+        handler.send_header("Content-Type", response.content_type)
+        handler.send_header("Content-Length", str(len(response.body)))
+        handler.end_headers()
+        handler.wfile.write(response.body)
+    except OSError:  # the client gave up (request timeouts in tests)
+        handler.close_connection = True
+
+
+def parse_route(path: str, resources: Mapping[tuple[str, str], ResourceDef]) -> Route:
+    """Map a URL path onto a served resource, or raise the server's generic 404."""
+    parts = [unquote(p) for p in path.strip("/").split("/")]
+    if parts[:2] == ["api", "v1"]:
+        group_version, rest = "v1", parts[2:]
+    elif parts[0] == "apis" and len(parts) >= 4:
+        group_version, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+    else:
+        raise unknown_path()
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+        namespace, rest = rest[1], rest[2:]
+    rd = resources.get((group_version, rest[0])) if 1 <= len(rest) <= 3 else None
+    if rd is None or (namespace is not None and not rd.namespaced):
+        raise unknown_path()
+    if namespace is None and rd.namespaced and len(rest) > 1:
+        raise unknown_path()
+    subresource = rest[2] if len(rest) == 3 else None
+    if subresource is not None and subresource not in rd.subresources:
+        raise unknown_path()
+    return Route(rd, namespace, rest[1] if len(rest) > 1 else None, subresource)
+
+
+def verb_of(request: RecordedRequest, route: Route) -> str:
+    """The RBAC verb of a request (for Forbidden messages)."""
+    if route.subresource in ("exec", "attach", "eviction"):
+        return "create"
+    if request.method == "GET":
+        if truthy(request.param("watch")):
+            return "watch"
+        return "get" if route.name else "list"
+    if request.method == "DELETE":
+        return "delete" if route.name else "deletecollection"
+    verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+    return verbs.get(request.method, request.method.lower())
+
+
+def body_of(request: RecordedRequest) -> Any:
+    if request.body is None:
+        reason = "empty body" if not request.raw else "invalid JSON"
+        raise bad_request(f"the request body could not be decoded: {reason}")
+    return request.body
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "t", "true")
+
+
+def is_dry_run(request: RecordedRequest) -> bool:
+    return "All" in request.query.get("dryRun", [])
+
+
+def int_param(request: RecordedRequest, name: str) -> int | None:
+    value = request.param(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request(f"invalid value for {name}: {value!r}") from None
+
+
+def paginate(items: list[JSON], request: RecordedRequest, meta: JSON) -> list[JSON]:
+    """Apply `limit`/`continue`, filling metadata.continue and remainingItemCount."""
+    token = request.param("continue")
+    start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    limit = int_param(request, "limit") or 0
+    if not limit or start + limit >= len(items):
+        return items[start:]
+    end = start + limit
+    meta["continue"] = base64.urlsafe_b64encode(str(end).encode()).decode()
+    meta["remainingItemCount"] = len(items) - end
+    return items[start:end]
