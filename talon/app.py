@@ -95,11 +95,12 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
     delivery = Delivery(timeout=settings.notifier_timeout_seconds,
                         retries=settings.notifier_retries)
-    dispatcher = notify.Dispatcher(
-        notify.build(names, settings.notifiers, registry, delivery), metrics=metrics,
-        workers=settings.notifier_workers, queue_size=settings.notifier_queue_size)
-    store = RuleStore(ruleset)
     clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
+    dispatcher = notify.Dispatcher(
+        notify.build(names, settings.notifiers, registry, delivery, clients=clients),
+        metrics=metrics, workers=settings.notifier_workers,
+        queue_size=settings.notifier_queue_size)
+    store = RuleStore(ruleset)
     if not settings.dry_run and _needs_kubernetes(ruleset, registry, names):
         version = clients.kube().ping()
         log.emit(logger, logging.INFO, "init", category="kubernetes",

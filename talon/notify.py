@@ -28,8 +28,12 @@ _STOP = object()
 
 
 def build(names: Iterable[str], configured: Mapping[str, Mapping[str, Any]],
-          registry: Registry, delivery: Delivery) -> dict[str, Any]:
-    """Instantiate the named notifiers; ConfigError lists every invalid setting."""
+          registry: Registry, delivery: Delivery, *, clients: Any = None) -> dict[str, Any]:
+    """Instantiate the named notifiers; ConfigError lists every invalid setting.
+
+    A notifier that talks to an API Talon already has a client for (k8sevents) defines
+    `bind_clients(clients)`; it receives the process's shared `talon.clients.Clients`.
+    """
     from talon.notifiers import normalise as _normalise  # env values arrive as text
 
     built: dict[str, Any] = {}
@@ -53,6 +57,8 @@ def build(names: Iterable[str], configured: Mapping[str, Mapping[str, Any]],
             if settings is None:
                 continue
         built[name] = plugin.run(settings, delivery)
+        if clients is not None and hasattr(built[name], "bind_clients"):
+            built[name].bind_clients(clients)
     if problems:
         raise ConfigError(problems)
     return built

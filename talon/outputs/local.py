@@ -1,16 +1,33 @@
 """local:file: store artifacts in a folder of Talon's own filesystem.
 
-Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
-later in this module. The destination must be an absolute path; that the folder exists is a
-live check (it may be mounted after the rules are loaded), so the dataclass does not stat it.
+Layer L2 (plug-in). The destination must be an absolute path (checked when the rules load)
+and an existing folder (checked before each write: it may be mounted later; it is never
+created). The destination is used as written, in the check and in the write alike (no
+environment expansion). The file is named `<UTC time>_<namespace>_<pod>_<artifact name>`
+(or with the hostname, or the other object values, as the Go version does), every `/`
+turned into `_`, so whatever the event says the file lands directly inside the folder:
+control characters become `_`, a NUL is refused, an over-long name is shortened (with a
+hash, so it stays unique) and the resolved path is checked once more. The write is atomic
+(temporary file in the same folder, then rename) and the file is readable by Talon only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pathlib
+import re
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from talon import params, registry
+from talon import params
+from talon.plugin import Artifact, CheckFailedError, OutputContext, OutputError, Result, output
+
+NAME_MAX = 255
+"""Longest file name (bytes) on Linux filesystems."""
+_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,8 +55,79 @@ EXAMPLE = """\
       destination: /var/logs/falco-talon/
 """
 
-registry.declare(
-    "output", "local", "file", params=FileParams,
-    description="Store on local filesystem",
-    example=EXAMPLE,
-)
+
+def _segment(text: str) -> str:
+    """One piece of the file name: no `/`, no control character; a NUL is refused."""
+    if "\x00" in text:
+        raise OutputError("the artifact name or an object value contains a NUL character")
+    return _CONTROL.sub("_", text.replace("/", "_"))
+
+
+def _shorten(name: str) -> str:
+    """`name` within NAME_MAX bytes; a shortened name ends with a hash of the full one."""
+    raw = name.encode()
+    if len(raw) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    keep = raw[:NAME_MAX - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{keep}_{digest}"
+
+
+def file_name(artifact_name: str, objects: Mapping[str, str], now: datetime) -> str:
+    """`<ts>_<namespace>_<pod>_<name>`, `<ts>_<hostname>_<name>` or `<ts>_<values…>_<name>`."""
+    ts = now.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    if objects.get("namespace") and objects.get("pod"):
+        parts = [objects["namespace"], objects["pod"]]
+    elif objects.get("hostname"):
+        parts = [objects["hostname"]]
+    else:
+        parts = [str(v) for k, v in sorted(objects.items()) if k != "file"]
+    return _shorten("_".join(_segment(p) for p in [ts, *parts, artifact_name]))
+
+
+def _folder(destination: str) -> pathlib.Path:
+    """The resolved destination folder; CheckFailedError when it is not an existing folder."""
+    folder = pathlib.Path(destination)
+    if not folder.is_dir():
+        raise CheckFailedError(f"folder '{destination}' does not exist")
+    return folder.resolve(strict=True)
+
+
+def folder_exists(ctx: OutputContext) -> None:
+    """Live check: the destination folder exists."""
+    _folder(ctx.params.destination)
+
+
+def _write_atomically(folder: pathlib.Path, name: str, data: bytes) -> pathlib.Path:
+    """Write `folder/name` through a temporary file and a rename (which replaces a symlink
+    of that name instead of following it)."""
+    target = folder / name
+    if name in ("", ".", "..") or "/" in name or target.parent != folder:
+        raise OutputError(f"refusing to write '{name}' outside the folder '{folder}'")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".talon-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        pathlib.Path(tmp).replace(target)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+@output("local", "file", params=FileParams, checks=(folder_exists,),
+        description="Store on local filesystem", example=EXAMPLE)
+def file(ctx: OutputContext, artifact: Artifact) -> Result:
+    """Write the artifact into the destination folder (mode 0600, atomic)."""
+    folder = _folder(ctx.params.destination)
+    name = file_name(artifact.name, ctx.objects, datetime.now(UTC))
+    try:
+        path = _write_atomically(folder, name, artifact.data)
+    except OSError as exc:
+        raise OutputError(f"the file '{name}' could not be written to '{folder}': "
+                          f"{exc.strerror or exc}") from exc
+    base = pathlib.PurePosixPath(artifact.name).name or artifact.name
+    return Result(output=f"the file '{_segment(base)}' has been copied to '{path}'",
+                  objects={"file": artifact.name, "destination": str(path)})

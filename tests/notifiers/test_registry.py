@@ -1,6 +1,6 @@
 """Registration metadata of the notifiers and the shared text helpers.
 
-Covers: all six notifiers registered (k8sevents as metadata with its RBAC rule), secrets
+Covers: all six notifiers registered (k8sevents with its RBAC rules), secrets
 declared, frozen settings dataclasses, every `example` parses and validates, importing
 the package loads no SDK; `normalise` conversions; `title_key`; the plaintext block.
 """
@@ -38,9 +38,11 @@ def test_metadata(name: str) -> None:
     assert info.example.startswith(("notifiers:", "default_notifiers:"))
     assert SECRETS.get(name, set()) <= set(info.secrets)
     if name == "k8sevents":
-        assert plugin.run is None
+        assert callable(plugin.run) and info.params is None
+        assert info.requires == ("kubernetes",)
         assert info.permissions == (
-            Permission(("",), ("events",), ("get", "update", "patch", "create")),)
+            Permission(("",), ("events",), ("get", "update", "patch", "create")),
+            Permission(("",), ("pods",), ("get",)))
         return
     assert callable(plugin.run)
     params = info.params

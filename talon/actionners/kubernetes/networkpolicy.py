@@ -1,21 +1,27 @@
 """kubernetes:networkpolicy: deny the egress traffic of the event's pod (and its siblings).
 
-Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
-later in this module. `check_allowances` validates the `allow_cidr` / `allow_namespaces`
-lists and is shared with calico:networkpolicy and cilium:networkpolicy: a CIDR must be
-written `address/prefix` (what the Kubernetes, Calico and Cilium APIs accept) and a
-namespace must be a DNS label.
+Layer L2 (plug-in). The policy selects the pods of the pod's owner: a DaemonSet or a
+StatefulSet by its name and selector; a ReplicaSet by its selector, named after the
+Deployment that owns it (the ReplicaSet's name changes at each rollout, the Deployment's
+does not, so a later event updates the same policy); a standalone pod by its name and
+labels. Per-revision labels (pod-template-hash, …) are dropped. An existing policy of that
+name is replaced (fresh resourceVersion; one retry on a 409 conflict).
+`check_allowances` validates the `allow_cidr` / `allow_namespaces` lists and is shared with
+calico:networkpolicy and cilium:networkpolicy: a CIDR must be written `address/prefix`
+(what the Kubernetes, Calico and Cilium APIs accept) and a namespace must be a DNS label.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from talon import params, registry
-from talon.actionners.kubernetes import pods, rbac
+from talon.actionners.kubernetes import common, pods, rbac
+from talon.plugin import ActionContext, ActionError, Result, actionner
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -65,8 +71,132 @@ NETWORKPOLICY_EXAMPLE = """\
       - "blue-ns"
 """
 
-registry.declare(
-    "actionner", pods.CATEGORY, "networkpolicy", params=NetworkPolicyParams,
+
+MANAGED_BY = {"app.k8s.io/managed-by": "falco-talon"}
+"""Label of every policy Talon writes (upstream's key, kept for existing tooling)."""
+REVISION_LABELS = ("pod-template-hash", "pod-template-generation", "controller-revision-hash")
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+"""The label the API server puts on every namespace (upstream used `k8s.io/...`, B10)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Name of the policy and the selector of the pods it applies to."""
+
+    name: str
+    match_labels: Mapping[str, str]
+    match_expressions: tuple[Mapping[str, Any], ...] = ()
+
+    def pod_selector(self) -> dict[str, Any]:
+        """The LabelSelector of the policy's `spec.podSelector`."""
+        selector: dict[str, Any] = {"matchLabels": dict(self.match_labels)}
+        if self.match_expressions:
+            selector["matchExpressions"] = [dict(e) for e in self.match_expressions]
+        return selector
+
+
+def _stable(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """`labels` without the per-revision ones."""
+    return {k: v for k, v in (labels or {}).items() if k not in REVISION_LABELS}
+
+
+def _expressions(selector: Any) -> tuple[Mapping[str, Any], ...]:
+    """The selector's matchExpressions as plain data, per-revision keys left out."""
+    found = []
+    for e in getattr(selector, "match_expressions", None) or []:
+        if e.key in REVISION_LABELS:
+            continue
+        entry: dict[str, Any] = {"key": e.key, "operator": e.operator}
+        if e.values:
+            entry["values"] = list(e.values)
+        found.append(entry)
+    return tuple(found)
+
+
+def _read_owner(k: Any, kind: str, name: str, namespace: str) -> Any:
+    read = {"ReplicaSet": k.apps.read_namespaced_replica_set,
+            "DaemonSet": k.apps.read_namespaced_daemon_set,
+            "StatefulSet": k.apps.read_namespaced_stateful_set}[kind]
+    try:
+        return read(name, namespace, _request_timeout=k.timeout)
+    except Exception as exc:
+        raise ActionError(f"cannot read the {kind} '{name}' in the namespace '{namespace}': "
+                          f"{common.api_error(exc)}") from exc
+
+
+def select(ctx: ActionContext, pod: Any) -> Selection:
+    """The policy name and pod selector for `pod` (see the module docstring)."""
+    namespace, name = pod.metadata.namespace, pod.metadata.name
+    kind, owner = common.owner(pod)
+    if kind == common.STANDALONE:
+        found = Selection(name, _stable(pod.metadata.labels))
+    elif kind in ("ReplicaSet", "DaemonSet", "StatefulSet"):
+        obj = _read_owner(common.kube(ctx), kind, owner, namespace)
+        selector = obj.spec.selector if obj.spec else None
+        policy_name = owner
+        if kind == "ReplicaSet":
+            parent_kind, parent = common.owner(obj)
+            policy_name = parent if parent_kind == "Deployment" else owner
+        found = Selection(policy_name, _stable(getattr(selector, "match_labels", None)),
+                          _expressions(selector))
+    else:
+        found = Selection(name, {})
+    if not found.match_labels and not found.match_expressions:
+        raise ActionError(f"can't find the owner and/or labels for the pod '{name}' in "
+                          f"namespace '{namespace}'")
+    return found
+
+
+def policy_body(namespace: str, selection: Selection,
+                p: NetworkPolicyParams) -> dict[str, Any]:
+    """The NetworkPolicy: egress only; no allowance at all denies every egress connection."""
+    spec: dict[str, Any] = {"podSelector": selection.pod_selector(), "policyTypes": ["Egress"]}
+    peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in p.allow_cidr]
+    peers += [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: ns}}}
+              for ns in p.allow_namespaces]
+    if peers:
+        spec["egress"] = [{"to": peers}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": selection.name, "namespace": namespace,
+                         "labels": {**selection.match_labels, **MANAGED_BY}},
+            "spec": spec}
+
+
+def _existing(k: Any, name: str, namespace: str) -> Any:
+    """The current policy, or None when there is none."""
+    try:
+        return k.networking.read_namespaced_network_policy(name, namespace,
+                                                           _request_timeout=k.timeout)
+    except Exception as exc:
+        if common.is_not_found(exc):
+            return None
+        raise ActionError(f"cannot read the networkpolicy '{name}' in the namespace "
+                          f"'{namespace}': {common.api_error(exc)}") from exc
+
+
+def _write(k: Any, body: dict[str, Any], *, retry: bool = True) -> str:
+    """Create or replace the policy; "created" or "updated". A 409 is retried once."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    current = _existing(k, name, namespace)
+    try:
+        if current is None:
+            k.networking.create_namespaced_network_policy(
+                namespace, body, _request_timeout=k.timeout)
+            return "created"
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        k.networking.replace_namespaced_network_policy(
+            name, namespace, body, _request_timeout=k.timeout)
+    except Exception as exc:
+        if retry and getattr(exc, "status", None) == 409:
+            return _write(k, body, retry=False)
+        verb = "create" if current is None else "update"
+        raise ActionError(f"cannot {verb} the networkpolicy '{name}' in the namespace "
+                          f"'{namespace}': {common.api_error(exc)}") from exc
+    return "updated"
+
+
+@actionner(
+    pods.CATEGORY, "networkpolicy", params=NetworkPolicyParams, checks=(common.pod_exists,),
     description="Create, update a network policy to block all egress traffic for pod",
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
     permissions=(
@@ -77,3 +207,12 @@ registry.declare(
     ),
     example=NETWORKPOLICY_EXAMPLE,
 )
+def networkpolicy(ctx: ActionContext) -> Result:
+    """Create (or replace) the egress-denying policy of the event pod's workload."""
+    namespace, pod_name = common.pod_target(ctx)
+    selection = select(ctx, common.get_pod(ctx))
+    done = _write(common.kube(ctx), policy_body(namespace, selection, ctx.params))
+    return Result(
+        output=f"the networkpolicy '{selection.name}' in the namespace '{namespace}' has "
+               f"been {done}",
+        objects={**common.pod_objects(namespace, pod_name), "networkpolicy": selection.name})
