@@ -138,7 +138,8 @@ class Engine:
         if self.dry_run or rule.dry_run:
             self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
                              parameters=params.to_plain(step.parameters),
-                             output="no action, dry-run is enabled")
+                             output="no action, dry-run is enabled",
+                             namespace=event.namespace(), pod=event.pod_name())
             self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
                                 actionner=action.actionner, status="dry_run")
             return Outcome(True, "dry_run")
