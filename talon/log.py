@@ -27,7 +27,8 @@ _ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord('"'): '\\"
 def emit(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """Log `message` with structured `fields` (empty values are dropped)."""
     if logger.isEnabledFor(level):
-        clean = {k: v for k, v in fields.items() if v not in (None, "", {}, [])}
+        clean = {k: v for k, v in fields.items()
+                 if v or (v is not None and isinstance(v, int | float))}
         logger.log(level, message, extra={"fields": clean})
 
 
@@ -52,6 +53,8 @@ class _Masker:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
+        if not self.secrets:
+            return text
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "***")
@@ -68,9 +71,17 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return ordered
 
 
+_second: list[Any] = [None, ""]
+
+
 def _time(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    """RFC 3339 UTC with milliseconds; the date part is formatted once per second."""
+    whole = int(record.created)
+    cache = _second
+    if cache[0] != whole:
+        cache[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0] = whole
+    return f"{cache[1]}.{int((record.created - whole) * 1000):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
@@ -131,3 +142,6 @@ def setup(log_format: str = "text", *, level: int = logging.INFO, stream: TextIO
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    logging.logThreads = False  # no formatter shows them: save their cost on every line
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -47,6 +47,8 @@ class Metrics:
             "talon_action_duration_seconds", "time spent running an action", ["actionner"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=r)
+        self.overdue = Counter("talon_actions_overdue", "plug-in calls that overran their "
+                               "timeout (their worker was replaced)", registry=r)
         self.reloads = Counter("talon_rules_reloads", "rule reloads", ["status"], registry=r)
         self.rules_loaded = Gauge("talon_rules_loaded", "rules in force", registry=r)
 

@@ -86,7 +86,9 @@ class WorkerPool:
 
     def __init__(self, source: EventQueue, handle: Callable[[Item], None], *, workers: int,
                  key: Callable[[Event], str] = pod_key,
-                 on_busy: Callable[[int], None] | None = None) -> None:
+                 on_busy: Callable[[int], None] | None = None,
+                 overdue: Callable[[], list[int]] | None = None,
+                 retire: Callable[[int], bool] | None = None) -> None:
         self._source, self._handle, self._key = source, handle, key
         self._size = workers
         self._on_busy = on_busy or (lambda _n: None)
@@ -94,17 +96,33 @@ class WorkerPool:
         self._active: dict[str, deque[Item]] = {}
         self._busy = 0
         self._in_flight = 0
+        self._overdue = overdue or (list)
+        self._retire = retire or (lambda _ident: False)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for i in range(self._size):
-            t = threading.Thread(target=self._loop, name=f"talon-worker-{i + 1}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for _ in range(self._size):
+            self._add_worker()
+        threading.Thread(target=self._watch, name="talon-pool-watchdog", daemon=True).start()
+
+    def _add_worker(self) -> None:
+        t = threading.Thread(target=self._loop, name=f"talon-worker-{len(self._threads) + 1}",
+                             daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _watch(self) -> None:
+        """Replace each worker stuck past its action timeout, so capacity never shrinks."""
+        while not self._stop.wait(0.25):
+            for _ident in self._overdue():
+                self._add_worker()
 
     def _loop(self) -> None:
+        me = threading.get_ident()
         while not self._stop.is_set():
+            if self._retire(me):
+                return
             item = self._source.take(timeout=0.2)
             if item is None:
                 continue

@@ -302,14 +302,48 @@ def test_timeout_is_a_failure(world: World, write_rules: Callable[..., str]) -> 
     path = write_rules("""
         - rule: R
           actions:
-            - {action: a, actionner: t:step, parameters: {name: a, sleep: 2}}
+            - {action: a, actionner: t:step, parameters: {name: a, sleep: 0.5}}
             - {action: b, actionner: t:step, parameters: {name: b}}
         """)
-    started = time.monotonic()
-    done = world.engine(path, action_timeout=0.2).handle(event())
-    assert time.monotonic() - started < 1.5
+    engine = world.engine(path, action_timeout=0.2)
+    seen: list[list[int]] = []
+    watcher = threading.Thread(target=lambda: (time.sleep(0.35), seen.append(engine.overdue())))
+    watcher.start()
+    done = engine.handle(event())
+    watcher.join()
     assert done == [("R", "a", "failure")]
     assert "did not finish within 0.2s" in world.notes[0][1].error
+    assert len(seen[0]) == 1  # reported while stuck, so the pool could replace the worker
+    assert engine.retire(seen[0][0]) is True
+    assert world.metrics.registry.get_sample_value("talon_actions_overdue_total") == 1
+
+
+def test_a_stuck_action_does_not_stall_the_pool(world: World,
+                                                write_rules: Callable[..., str]) -> None:
+    from talon.pool import MemoryQueue, WorkerPool
+
+    path = write_rules("""
+        - rule: R
+          match: {rules: [F]}
+          actions: [{action: a, actionner: t:step, parameters: {name: a, sleep: 1.5}}]
+        - rule: Fast
+          match: {rules: [G]}
+          actions: [{action: f, actionner: t:step, parameters: {name: f}}]
+        """)
+    engine = world.engine(path, action_timeout=0.3)
+    q = MemoryQueue(10)
+    pool = WorkerPool(q, lambda item: engine.handle(item.event), workers=1,
+                      overdue=engine.overdue, retire=engine.retire)
+    pool.start()
+    q.put(event())  # stuck for 1.5 s on the only worker
+    time.sleep(0.1)
+    started = time.monotonic()
+    q.put(event(rule="G", output_fields={"k8s.pod.name": "other", "k8s.ns.name": "shop"}))
+    while "f" not in world.names() and time.monotonic() - started < 3:
+        time.sleep(0.02)
+    assert "f" in world.names()
+    assert time.monotonic() - started < 1.2  # a replacement worker took it
+    assert pool.drain(5)
 
 
 def test_ignored_stays_ignored(world: World, write_rules: Callable[..., str]) -> None:
