@@ -250,3 +250,27 @@ def test_plugin_import_error_is_a_clear_start_error(start: Launch, tmp_path: Pat
         start("- rule: R\n  actions: [{action: a, actionner: test:record, "
               "parameters: {file: /dev/null}}]\n", f'plugins: ["{RECORDER}", "{broken}"]\n')
     assert "broken_plugin.py" in str(info.value) and "acme_sdk" in str(info.value)
+
+
+def test_unreachable_cluster_is_a_clear_start_error(start: Launch, tmp_path: Path) -> None:
+    from tests.notifiers.sinks import free_port
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Config
+        clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{free_port()}"}}}}]
+        users: [{{name: u, user: {{token: t}}}}]
+        contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+        current-context: x
+        """))
+    label = ("- rule: R\n  actions: [{action: a, actionner: kubernetes:label, "
+             "parameters: {labels: {suspicious: \"true\"}}}]\n")
+    with pytest.raises(AssertionError, match="server exited 1") as info:
+        start(label, f"kubeconfig: {kubeconfig}\naction_timeout_seconds: 2\n")
+    text = str(info.value)
+    assert "cannot reach the Kubernetes API" in text and str(kubeconfig) in text
+    assert "--dry-run" in text
+    server = start(label, f"kubeconfig: {kubeconfig}\n", "--dry-run")  # audits without it
+    assert server.post(event()) == 200
+    server.wait_log("dry-run is enabled")
