@@ -86,10 +86,18 @@ def plain(value: Any) -> Any:
     return value
 
 
+_SCALARS = (str, int, float, bool, type(None), Decimal)
+
+
 def _freeze(value: Any) -> Any:
+    """A read-only copy; flat containers (the usual output_fields and tags) in one step."""
     if isinstance(value, dict):
+        if all(isinstance(v, _SCALARS) for v in value.values()):
+            return types.MappingProxyType(dict(value))
         return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list):
+        if all(isinstance(v, _SCALARS) for v in value):
+            return tuple(value)
         return tuple(_freeze(v) for v in value)
     return value
 
@@ -186,8 +194,11 @@ def _expect(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: 
     return value
 
 
-def decode(body: bytes | str) -> Event:
-    """Parse and validate one Falco event; raises EventError naming the bad field."""
+def decode(body: bytes | str, *, trace_id: str = "") -> Event:
+    """Parse and validate one Falco event; raises EventError naming the bad field.
+
+    A non-empty `trace_id` replaces the payload's (the server assigns its own).
+    """
     if isinstance(body, bytes | bytearray):
         try:
             body = bytes(body).decode("utf-8")
@@ -204,10 +215,10 @@ def decode(body: bytes | str) -> Event:
         raise EventError("", "invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
-    return from_mapping(data)
+    return from_mapping(data, trace_id=trace_id)
 
 
-def from_mapping(data: Mapping[str, Any]) -> Event:
+def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
     """Build an Event from decoded JSON (keys matched case-insensitively, later wins)."""
     known: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -242,7 +253,7 @@ def from_mapping(data: Mapping[str, Any]) -> Event:
         source=strings["source"] or DEFAULT_SOURCE,
         tags=_freeze(tags or []),
         context=_freeze(context or {}),
-        trace_id=strings["trace_id"] or "",
+        trace_id=trace_id or strings["trace_id"] or "",
         extra=_freeze(extra),
     )
 

@@ -11,7 +11,6 @@ timeout and a cap on open connections; every refusal is logged and counted by re
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -93,8 +92,20 @@ class _DeadlineReader(io.RawIOBase):
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("read deadline passed")
-        self._sock.settimeout(remaining)
+        set_timeout(self._sock, remaining)
         return self._sock.recv_into(buffer)
+
+
+_SLACK = 0.25
+"""How far a socket timeout may exceed the wanted one before it is set again."""
+
+
+def set_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make `sock` time out after `seconds` (up to _SLACK later), with as few system calls
+    as possible: settimeout costs one, so it is skipped while the current value fits."""
+    current = sock.gettimeout()
+    if current is None or not seconds <= current <= seconds + _SLACK:
+        sock.settimeout(seconds)
 
 
 _random = random.Random()  # noqa: S311 - trace ids correlate logs; they are not secrets
@@ -237,13 +248,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _ingest(self) -> None:
         config = self.server.config
         body = self._read_body()
+        trace_id = trace_id_from(self.headers.get_all("traceparent")) or new_trace_id()
         try:
-            event = models.decode(body)
+            event = models.decode(body, trace_id=trace_id)
         except EventError as exc:
             raise _Rejection(HTTPStatus.BAD_REQUEST, "bad_request", str(exc),
                              field=exc.field) from None
-        trace_id = trace_id_from(self.headers.get_all("traceparent")) or new_trace_id()
-        event = dataclasses.replace(event, trace_id=trace_id)
         if config.print_all_events:
             log.emit(logger, logging.INFO, "event", rule=event.rule, priority=event.priority,
                      source=event.source, output=event.output, trace_id=trace_id)
@@ -342,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._linger = not self._body_done
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.connection.settimeout(self.server.config.read_timeout)
+        set_timeout(self.connection, self.server.config.read_timeout)
         self.wfile.write(head if self.command == "HEAD" else head + body)
         self.log_request(status.value, len(body))
 
