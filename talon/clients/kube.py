@@ -8,12 +8,13 @@ for requests). Every call made through `Kube` helpers carries `request_timeout`.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talon.errors import TalonError
+from talon.errors import ActionError, TalonError
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -109,3 +110,30 @@ def connect(kubeconfig: str = "", *, timeout: float = 10.0) -> Kube:
         raise KubeConfigError("no usable Kubernetes configuration; tried " + "; ".join(tried)
                               ) from exc
     return Kube(api_client, timeout, f"kubeconfig {path}")
+
+
+def api_error(exc: BaseException) -> str:
+    """The API server's own message for an ApiException (its Status body), else str(exc)."""
+    body = getattr(exc, "body", None)
+    status = getattr(exc, "status", None)
+    if body:
+        try:
+            data = json.loads(body)
+        except (TypeError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("message"):
+            return f"{data['message']} ({status})" if status else str(data["message"])
+    reason = getattr(exc, "reason", None)
+    if status and reason:
+        return f"{reason} ({status})"
+    return _short(exc)
+
+
+def node_of(pod: Any) -> str:
+    """The node a pod (a V1Pod) runs on; ActionError when it is not scheduled yet."""
+    node = getattr(pod.spec, "node_name", None) if pod.spec else None
+    if not node:
+        meta = pod.metadata
+        raise ActionError(f"the pod '{meta.name}' in the namespace '{meta.namespace}' is "
+                          "not scheduled on a node")
+    return str(node)

@@ -9,11 +9,11 @@ Keys whose value is empty are left out.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from talon import registry
+from talon.clients import kube
 from talon.plugin import ActionContext, ActionError, context
 
 KEYS = ("node.hostname", "node.instancetype", "node.role", "node.topology.region",
@@ -52,20 +52,7 @@ def _read(what: str, call: Callable[[], Any]) -> Any:
     try:
         return call()
     except Exception as exc:
-        raise ActionError(f"cannot read {what}: {_api_message(exc)}") from exc
-
-
-def _api_message(exc: BaseException) -> str:
-    """The `message` of the API server's Status body, else the exception's first line."""
-    status = getattr(exc, "status", None)
-    try:
-        data = json.loads(getattr(exc, "body", None) or "null")
-    except (TypeError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("message"):
-        return f"{data['message']} ({status})"
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise ActionError(f"cannot read {what}: {kube.api_error(exc)}") from exc
 
 
 def role(labels: Mapping[str, str]) -> str:
@@ -102,10 +89,7 @@ def k8snode(ctx: ActionContext) -> dict[str, str]:
     pod = _read(f"the pod '{pod_name}' in the namespace '{namespace}'",
                 lambda: k.core.read_namespaced_pod(pod_name, namespace,
                                                    _request_timeout=k.timeout))
-    node_name = getattr(pod.spec, "node_name", None) if pod.spec else None
-    if not node_name:
-        raise ActionError(f"the pod '{pod_name}' in the namespace '{namespace}' is not "
-                          f"scheduled on a node")
+    node_name = kube.node_of(pod)
     node = _read(f"the node '{node_name}'",
                  lambda: k.core.read_node(node_name, _request_timeout=k.timeout))
     return facts(node)

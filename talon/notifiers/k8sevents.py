@@ -12,12 +12,12 @@ follow the API server's limits for Events that carry an eventTime.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from talon.clients import kube
 from talon.errors import NotifyError
 from talon.models import Delivery, Notification
 from talon.notifiers._text import sorted_objects
@@ -103,18 +103,6 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) and status > 0 else None
 
 
-def _api_message(exc: BaseException) -> str:
-    """The `message` of the API server's Status body, else the exception's first line."""
-    try:
-        data = json.loads(getattr(exc, "body", None) or "null")
-    except (TypeError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("message"):
-        return f"{data['message']} ({_status(exc)})"
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 @notifier(
     "k8sevents",
     description="Create a Kubernetes Event in the namespace of the target resource",
@@ -148,7 +136,7 @@ class K8sEventsNotifier:
         except Exception as exc:
             if _status(exc) != 404 or namespace == DEFAULT_NAMESPACE:
                 raise NotifyError(f"k8sevents: cannot create the event in the namespace "
-                                  f"'{namespace}': {_api_message(exc)}") from exc
+                                  f"'{namespace}': {kube.api_error(exc)}") from exc
             self._create_in_default(k, body)
 
     def _create_in_default(self, k: Any, body: dict[str, Any]) -> None:
@@ -158,7 +146,7 @@ class K8sEventsNotifier:
                 DEFAULT_NAMESPACE, body, _request_timeout=self.delivery.timeout))
         except Exception as exc:
             raise NotifyError(f"k8sevents: cannot create the event in the namespace "
-                              f"'{DEFAULT_NAMESPACE}': {_api_message(exc)}") from exc
+                              f"'{DEFAULT_NAMESPACE}': {kube.api_error(exc)}") from exc
 
     def _pod_uid(self, k: Any, n: Notification) -> str:
         """The pod's uid, or "" when there is no pod or it cannot be read (never fails)."""

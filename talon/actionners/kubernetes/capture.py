@@ -344,10 +344,7 @@ def _sysdig(ctx: ActionContext, namespace: str, name: str, objects: dict[str, st
     p: SysdigParams = ctx.params
     check_time(ctx, p.duration)
     pod = common.get_pod(ctx)
-    node = getattr(pod.spec, "node_name", None)
-    if not node:
-        raise ActionError(f"the pod '{name}' in the namespace '{namespace}' is not scheduled "
-                          "on a node")
+    node = common.node_of(pod)
     ids = container_ids(pod)
     if p.scope == "pod" and not ids:
         raise ActionError(f"the pod '{name}' has no started container to capture")

@@ -6,9 +6,10 @@ API calls go through `ctx.clients.kube()` and always pass `_request_timeout`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from talon.clients.kube import api_error as api_error  # shared with contexts and notifiers
+from talon.clients.kube import node_of as node_of
 from talon.plugin import ActionContext, ActionError, CheckFailedError
 
 STANDALONE = "StandalonePod"
@@ -17,24 +18,6 @@ STANDALONE = "StandalonePod"
 def kube(ctx: Any) -> Any:
     """The shared Kubernetes client of the process."""
     return ctx.clients.kube()
-
-
-def api_error(exc: BaseException) -> str:
-    """The API server's own message for an ApiException (its Status body), else str(exc)."""
-    body = getattr(exc, "body", None)
-    status = getattr(exc, "status", None)
-    if body:
-        try:
-            data = json.loads(body)
-        except (TypeError, ValueError):
-            data = None
-        if isinstance(data, dict) and data.get("message"):
-            return f"{data['message']} ({status})" if status else str(data["message"])
-    reason = getattr(exc, "reason", None)
-    if status and reason:
-        return f"{reason} ({status})"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def is_not_found(exc: BaseException) -> bool:

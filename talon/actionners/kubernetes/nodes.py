@@ -98,13 +98,8 @@ def api_errors() -> tuple[type[BaseException], ...]:
 
 def _node_of(ctx: ActionContext) -> str:
     """The name of the node the event's pod runs on."""
-    namespace, name = common.pod_target(ctx)
-    pod = common.get_pod(ctx)
-    node = getattr(pod.spec, "node_name", None) if pod.spec else None
-    if not node:
-        raise ActionError(f"the pod '{name}' in the namespace '{namespace}' is not "
-                          f"scheduled on a node")
-    return str(node)
+    common.pod_target(ctx)
+    return common.node_of(common.get_pod(ctx))
 
 
 # --- cordon -----------------------------------------------------------------------------

@@ -353,13 +353,6 @@ def _read_node(ctx: ActionContext, node: str) -> Any:
         raise ActionError(f"error getting node '{node}': {common.api_error(exc)}") from exc
 
 
-def _node_of(pod: Any, where: str) -> str:
-    node = str(getattr(pod.spec, "node_name", None) or "")
-    if not node:
-        raise ActionError(f"{where} is not scheduled on a node")
-    return node
-
-
 def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
     """Set/remove metadata.<field_name> keys of the event's pod, or of its node."""
     namespace, name = common.pod_target(ctx)
@@ -385,7 +378,7 @@ def _edit_target(ctx: ActionContext, namespace: str, name: str, field_name: str,
     patch: Callable[[list[dict[str, Any]]], Any] = functools.partial(
         _patch_pod, k, namespace, name)
     if ctx.params.level == "node":
-        node = _node_of(common.get_pod(ctx), where)
+        node = common.node_of(common.get_pod(ctx))
         where, objects = f"the node '{node}'", {"node": node}
         read = functools.partial(_read_node, ctx, node)
         patch = functools.partial(_patch_node, k, node)
