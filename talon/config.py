@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import params, yamlio
+from talon import models, params, yamlio
 from talon.errors import ConfigError
 
 MASK = "***"
@@ -562,14 +562,6 @@ def _override_layer(overrides: Mapping[str, Any], problems: list[str]) -> _Layer
 # --- assembly ------------------------------------------------------------------------------
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
 def _build(cls: type[Any], prefix: str, values: Mapping[str, Any],
            notifiers: Notifiers) -> Any:
     hints = typing.get_type_hints(cls)
@@ -577,7 +569,7 @@ def _build(cls: type[Any], prefix: str, values: Mapping[str, Any],
     for f in dataclasses.fields(cls):
         key = prefix + f.name
         if key == _NOTIFIERS:
-            kwargs[f.name] = _freeze(notifiers)
+            kwargs[f.name] = models.freeze(notifiers)
         elif dataclasses.is_dataclass(hints[f.name]):
             kwargs[f.name] = _build(hints[f.name], key + ".", values, notifiers)
         elif key in values:

@@ -89,16 +89,17 @@ def plain(value: Any) -> Any:
 _SCALARS = (str, int, float, bool, type(None), Decimal)
 
 
-def _freeze(value: Any) -> Any:
-    """A read-only copy; flat containers (the usual output_fields and tags) in one step."""
-    if isinstance(value, dict):
+def freeze(value: Any) -> Any:
+    """A deep read-only copy of plain data (maps → mapping proxies, lists → tuples); flat
+    containers (the usual output_fields and tags) are copied in one step."""
+    if isinstance(value, Mapping):
         if all(isinstance(v, _SCALARS) for v in value.values()):
             return types.MappingProxyType(dict(value))
-        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
+        return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
         if all(isinstance(v, _SCALARS) for v in value):
             return tuple(value)
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     return value
 
 
@@ -248,13 +249,13 @@ def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
         priority=strings["priority"] or "",
         rule=strings["rule"] or "",
         time=time,
-        output_fields=_freeze(fields or {}),
+        output_fields=freeze(fields or {}),
         hostname=strings["hostname"] or "",
         source=strings["source"] or DEFAULT_SOURCE,
-        tags=_freeze(tags or []),
-        context=_freeze(context or {}),
+        tags=freeze(tags or []),
+        context=freeze(context or {}),
         trace_id=trace_id or strings["trace_id"] or "",
-        extra=_freeze(extra),
+        extra=freeze(extra),
     )
 
 

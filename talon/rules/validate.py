@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from talon import params as params_mod
 from talon.errors import Problem
+from talon.models import freeze
 from talon.registry import Registry
 from talon.rules import loader, matching
 from talon.rules.model import Action, Match, OutputSpec, Rule, RuleSet
@@ -40,15 +40,6 @@ class _Ctx:
         self.problems.append(Problem(
             message=message, file=self.file, rule=self.rule, action=self.action, field=field,
             line=line if line is not None else self.line, severity=severity))  # type: ignore[arg-type]
-
-
-def freeze(value: Any) -> Any:
-    """Deep read-only copy of plain YAML data."""
-    if isinstance(value, Mapping):
-        return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
-    return value
 
 
 def _unknown_keys(data: Mapping[str, Any], known: tuple[str, ...], ctx: _Ctx, where: str) -> None:
