@@ -215,8 +215,9 @@ class Engine:
         extra = self._contexts(event, rule, action, step) if info.use_context else {}
         if extra:
             step = plan.step(event, rule, action, self.registry, extra_context=extra)
-        value, problems = params.coerce(info.params, step.parameters) if info.params else (
-            None, [])
+        value, problems = action.params, []
+        if info.params and step.parameters is not action.parameters:  # substituted: re-check
+            value, problems = params.coerce(info.params, step.parameters)
         if info.params and value is None:
             raise PluginError("invalid parameters after substitution: " + "; ".join(
                 f"{p.field}: {p.message}" for p in problems if p.severity == "error"))

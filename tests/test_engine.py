@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,16 +121,6 @@ def event(**kw: Any) -> models.Event:
                                               "fd.name": "/etc/shadow"}}
     base.update(kw)
     return models.from_mapping(base)
-
-
-def steps(*items: str) -> str:
-    return "\n".join(f"      - {{action: {name}, actionner: {a}, parameters: {{name: {name}"
-                     f"{extra}}}{more}}}" for name, a, extra, more in
-                     (i.split("|") for i in items))
-
-
-def rule_file(write_rules: Callable[..., str], body: str) -> str:
-    return write_rules(body)
 
 
 def test_actions_run_in_order_and_default_continue_stops(world: World,
@@ -459,7 +448,3 @@ def test_engine_is_safe_from_many_threads(world: World,
     assert len(world.calls) == 200
     assert world.count(rule="R", action="a", actionner="t:step", status="success",
                        event="F", namespace="", pod="web") == 200
-
-
-def test_rules_file_path_is_kept(tmp_path: Path) -> None:
-    assert tmp_path.exists()
