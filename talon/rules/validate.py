@@ -242,14 +242,16 @@ def _rule(item: loader.Item, index: int, ctx: _Ctx) -> Rule:
                 line=item.line, index=index)
 
 
-def _unused_blocks(loaded: loader.Loaded, rules: list[Rule], ctx: _Ctx) -> list[Action]:
-    """Action blocks are checked too; those no rule uses only warn (upstream skips them)."""
+def _blocks(loaded: loader.Loaded, rules: list[Rule], ctx: _Ctx) -> list[Action]:
+    """Every action block, built. Only blocks no rule uses report problems, as warnings
+    (upstream does not check them); a used block's problems surfaced through its rules."""
     used = {a.name for r in rules for a in r.actions}
     blocks = []
     for name, item in loaded.actions.items():
-        ctx.rule, ctx.file, ctx.line = "", item.file, item.line
-        ctx.severity_cap = "error" if name in used else "warning"
-        block = _action({**item.data, "__file__": item.file, "__line__": item.line}, ctx)
+        where = ctx if name not in used else dataclasses.replace(ctx, problems=[])
+        where.rule, where.file, where.line = "", item.file, item.line
+        where.severity_cap = "warning"
+        block = _action({**item.data, "__file__": item.file, "__line__": item.line}, where)
         if block is not None:
             blocks.append(block)
     ctx.severity_cap = "error"
@@ -261,13 +263,7 @@ def build(loaded: loader.Loaded, registry: Registry, *,
     """The RuleSet and every problem (errors and warnings) found while building it."""
     ctx = _Ctx(list(loaded.problems), registry, notifiers)
     rules = [_rule(item, i, ctx) for i, item in enumerate(loaded.rules.values())]
-    problems_before = len(ctx.problems)
-    blocks = _unused_blocks(loaded, rules, ctx)
-    # A used block's errors already surfaced through the rules that use it.
-    extra = [p for p in ctx.problems[problems_before:] if p.severity == "warning"]
-    del ctx.problems[problems_before:]
-    ctx.problems.extend(p for p in extra if not any(
-        a.name == p.action for r in rules for a in r.actions))
+    blocks = _blocks(loaded, rules, ctx)
     ruleset = RuleSet(rules=tuple(rules), actions=tuple(blocks), files=tuple(loaded.files),
                       warnings=tuple(p for p in ctx.problems if p.severity == "warning"),
                       matcher=matching.Matcher(rules))
