@@ -366,3 +366,12 @@ def test_ruleset_is_immutable(registry: Registry, write_rules: Write) -> None:
         ruleset.rules[0].name = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         ruleset.rules[0].actions[0].parameters["allow_cidr"] = ()  # type: ignore[index]
+
+
+def test_empty_and_non_string_names_are_reported_once(registry: Registry,
+                                                      write_rules: Write) -> None:
+    path = write_rules('- rule: ""\n  actions: []\n- rule: 3\n  actions: []\n')
+    found = errors(registry, path)
+    assert [(p.line, p.field, p.message) for p in found] == [
+        (1, "", "item has an empty name"),
+        (3, "rule", "the name must be a string, got 3")]

@@ -138,10 +138,11 @@ def _name(item: Item, key: str, out: Loaded) -> str | None:
 def _dispatch(item: Item, out: Loaded) -> None:
     action, rule = _name(item, "action", out), _name(item, "rule", out)
     if action is None and rule is None:
-        if "action" not in item.data and "rule" not in item.data:
+        present = [k for k in ("action", "rule") if k in item.data]
+        if not present:
             out.problems.append(Problem(file=item.file, line=item.line,
                                         message="item has neither an 'action' nor a 'rule' name"))
-        elif not any(p.line == item.line and p.file == item.file for p in out.problems):
+        elif all(item.data[k] in (None, "") for k in present):  # else _name reported it
             out.problems.append(Problem(file=item.file, line=item.line,
                                         message="item has an empty name"))
         return
