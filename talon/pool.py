@@ -27,11 +27,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One accepted event and when it was accepted (monotonic seconds)."""
+    """One accepted event; a durable queue may subclass it to carry its own record id."""
 
     event: Event
-    accepted: float
-    seq: int
 
 
 class EventQueue(Protocol):
@@ -46,18 +44,12 @@ class EventQueue(Protocol):
 class MemoryQueue:
     """A bounded in-memory queue: `put` returns False instead of blocking when full."""
 
-    def __init__(self, maxsize: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, maxsize: int) -> None:
         self._q: queue.Queue[Item] = queue.Queue(maxsize)
-        self._clock = clock
-        self._seq = 0
-        self._lock = threading.Lock()
 
     def put(self, event: Event) -> bool:
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
         try:
-            self._q.put_nowait(Item(event, self._clock(), seq))
+            self._q.put_nowait(Item(event))
         except queue.Full:
             return False
         return True

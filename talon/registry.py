@@ -99,14 +99,6 @@ class Registry:
                 raise RegistryError(f"{info.kind} {info.fullname!r} is already registered")
             table[info.fullname] = plugin
 
-    def replace(self, plugin: Plugin) -> None:
-        """Swap the callable of an already registered plug-in (same metadata name)."""
-        info = plugin.info
-        with self._lock:
-            if self._frozen:
-                raise RegistryError(f"registry is frozen, cannot replace {info.fullname}")
-            self._plugins[info.kind][info.fullname] = plugin
-
     def freeze(self) -> None:
         """Refuse any later registration (called once the catalog and plug-ins are loaded)."""
         with self._lock:

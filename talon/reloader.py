@@ -61,7 +61,7 @@ class Reloader:
         self.interval = interval
         self._on_result = on_result or (lambda _ok: None)
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._reload_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -70,35 +70,33 @@ class Reloader:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-
-    def trigger(self) -> None:
-        """Reload now (SIGHUP)."""
-        self._wake.set()
 
     def _loop(self) -> None:
         seen = signature(self.paths)
         pending: Signature | None = None
-        while not self._stop.is_set():
-            forced = self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
+        while not self._stop.wait(self.interval):
             try:
                 now = signature(self.paths)
-                if forced or (pending is not None and now == pending):
+                if pending is not None and now == pending:
                     pending = None
                     seen = now
-                    self.reload("signal" if forced else "change")
+                    self.reload("change")
                 elif now != seen and now != pending:
                     pending = now  # changed: wait one more interval for it to settle
             except Exception:
                 logger.exception("rules watcher failed")
 
     def reload(self, reason: str = "change") -> bool:
-        """Load and swap in the rules now; returns whether the new set is in force."""
+        """Load and swap in the rules now; returns whether the new set is in force.
+
+        Serialised: a SIGHUP (main thread) and a detected change (watcher) never race.
+        """
+        with self._reload_lock:
+            return self._reload(reason)
+
+    def _reload(self, reason: str) -> bool:
         log.emit(logger, logging.INFO, "rules", result="changes detected", reason=reason)
         try:
             ruleset = self._load()
