@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from talon import log, models
+from talon import httphead, log, models
 from talon.errors import EventError
 from talon.metrics import CONTENT_TYPE, Metrics
 
@@ -75,11 +75,14 @@ class _DeadlineReader(io.RawIOBase):
     """Socket reads bounded by one deadline for the whole request, not per recv().
 
     A client trickling one byte at a time cannot stretch a request past the deadline.
+    The socket keeps one timeout, `step`, and a recv() that times out before the
+    deadline is simply tried again: `settimeout` costs system calls (and a GIL hand-off
+    each), so it is only called when the deadline is closer than `step`.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, step: float) -> None:
         super().__init__()
-        self._sock = sock
+        self._sock, self._step = sock, step
         self._deadline = time.monotonic()
 
     def arm(self, seconds: float) -> None:
@@ -89,11 +92,15 @@ class _DeadlineReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("read deadline passed")
-        set_timeout(self._sock, remaining)
-        return self._sock.recv_into(buffer)
+        while True:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("read deadline passed")
+            set_timeout(self._sock, min(remaining, self._step))
+            try:
+                return self._sock.recv_into(buffer)
+            except TimeoutError:
+                continue
 
 
 _SLACK = 0.25
@@ -146,7 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.rfile.close()  # replaced below; an open makefile() would keep the fd alive
-        self._reader = _DeadlineReader(self.connection)
+        config = self.server.config
+        self._step = min(config.read_timeout, config.idle_timeout)
+        self._reader = _DeadlineReader(self.connection, self._step)
         self._buffer = io.BufferedReader(self._reader)
         self.rfile = self._buffer
         self._reader.arm(self.server.config.read_timeout)
@@ -261,7 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Rejection(HTTPStatus.SERVICE_UNAVAILABLE, "queue_full",
                              "event queue is full, retry later",
                              headers=[("Retry-After", str(config.retry_after_seconds))])
-        config.metrics.events.labels(event.rule, event.priority, event.source).inc()
+        config.metrics.child(config.metrics.events, event.rule, event.priority,
+                             event.source).inc()
         self._send(HTTPStatus.OK, b"")
 
     def _read_body(self) -> bytes:
@@ -352,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._linger = not self._body_done
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        set_timeout(self.connection, self.server.config.read_timeout)
+        set_timeout(self.connection, self._step)
         self.wfile.write(head if self.command == "HEAD" else head + body)
         self.log_request(status.value, len(body))
 
@@ -387,6 +397,29 @@ class _Handler(BaseHTTPRequestHandler):
             _discard(self.connection, _LINGER_SECONDS, _LINGER_BYTES)
         except OSError:
             pass
+
+    def parse_request(self) -> bool:
+        """The request line and headers (see talon.httphead); False after an error reply."""
+        self.command = None  # type: ignore[assignment] - the stdlib's "no command yet"
+        self.close_connection = True
+        self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
+        if not self.requestline.strip():
+            return False
+        try:
+            line = httphead.parse_request_line(self.raw_requestline)
+            self.command, self.path, self.request_version = line.method, line.target, \
+                line.version
+            self.headers = httphead.parse_headers(self.rfile.readline)  # type: ignore[assignment]
+        except httphead.HeadError as exc:
+            self.send_error(exc.status, str(exc))
+            return False
+        tokens = {t.strip().lower() for t in (self.headers.get("Connection") or "").split(",")}
+        self.close_connection = "close" in tokens or (
+            self.request_version == "HTTP/1.0" and "keep-alive" not in tokens)
+        expect = (self.headers.get("Expect") or "").strip().lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:

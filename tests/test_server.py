@@ -515,3 +515,57 @@ def test_no_access_log_on_stderr(start: Callable[..., Any],
     server, _, _ = start()
     get(connect(server), "/healthz").read()
     assert capfd.readouterr().err == ""
+
+
+# -- the request head ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"POST / HTTP/1.1\r\nHost: t\r\nX-Bad header: 1\r\n", b"400"),      # space in a name
+    (b"POST / HTTP/1.1\r\nHost: t\r\nX-Bad : 1\r\n", b"400"),            # space before ':'
+    (b"POST / HTTP/1.1\r\nHost: t\r\nno colon here\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n folded\r\n", b"400"),    # obsolete folding
+    (b"POST / HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n", b"400"),            # bare CR in a value
+    (b"POST / HTTP/1.1\r\nHost: t\r\n" + b"X-A: 1\r\n" * 101, b"431"),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nX-A: " + b"a" * 70000 + b"\r\n", b"431"),
+    (b"POST / HTTP/2.0\r\nHost: t\r\n", b"505"),
+    (b"POST / HTTP/1.x\r\nHost: t\r\n", b"400"),
+    (b"POST /a b HTTP/1.1\r\nHost: t\r\n", b"400"),
+    (b"GET /\r\n", b"400"),                                               # HTTP/0.9
+])
+def test_malformed_request_head_is_refused_and_closed(
+        start: Callable[..., Any], head: bytes, status: bytes) -> None:
+    server, recorder, metrics = start()
+    answer = raw(server, head + b"Content-Length: 2\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:80]
+    assert b"Connection: close" in answer
+    assert "error" in json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert recorder.events == []
+    assert sum(s.value for m in metrics.rejected.collect() for s in m.samples
+               if s.name.endswith("_total")) == 1
+    assert post(connect(server), EVENT).status == 200  # and the server serves on
+
+
+def test_header_names_are_case_insensitive_and_values_trimmed(
+        start: Callable[..., Any]) -> None:
+    server, recorder, _ = start()
+    body = json.dumps(EVENT).encode()
+    answer = raw(server, b"POST / HTTP/1.1\r\nHOST: t\r\ncontent-LENGTH: \t%d \r\n"
+                         b"TraceParent:  00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                         b"\r\nconnection: Close\r\n\r\n%s" % (len(body), body))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert recorder.events[0].trace_id == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_http_1_0_closes_unless_keep_alive_is_asked(start: Callable[..., Any]) -> None:
+    server, recorder, _ = start()
+    body = json.dumps(EVENT).encode()
+    request = b"POST / HTTP/1.0\r\nContent-Length: %d\r\n%s\r\n%s"
+    assert raw(server, request % (len(body), b"", body)).startswith(b"HTTP/1.1 200 ")
+    with socket.create_connection(server.address, timeout=3) as sock:
+        sock.sendall(request % (len(body), b"Connection: keep-alive\r\n", body))
+        first = sock.recv(65536)
+        sock.sendall(request % (len(body), b"", body))  # the connection is still open
+        rest = read_to_eof(sock)
+    assert first.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in first
+    assert rest.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in rest
+    assert len(recorder.events) == 3
