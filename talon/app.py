@@ -32,6 +32,9 @@ from talon.server import IngestServer
 
 logger = logging.getLogger(__name__)
 
+LOG_FLUSH_SECONDS = 0.05
+"""INFO and DEBUG lines reach the log at most this late (WARNING and worse at once)."""
+
 
 @dataclass
 class App:
@@ -159,7 +162,7 @@ def _signals(app: App) -> None:
 
 def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -> int:
     """Run the server until SIGTERM/SIGINT; the process exit code."""
-    log.setup(settings.log_format, secrets=settings.secrets())
+    log.setup(settings.log_format, secrets=settings.secrets(), flush_interval=LOG_FLUSH_SECONDS)
     try:
         app = build(settings, registry, rules_paths)
     except RulesError as exc:

@@ -8,10 +8,14 @@ so an event string cannot forge a log line; values listed as secrets are masked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -19,24 +23,39 @@ _LEVELS = {logging.DEBUG: "DBG", logging.INFO: "INF", logging.WARNING: "WRN",
            logging.ERROR: "ERR", logging.CRITICAL: "FTL"}
 _COLORS = {"DBG": "\x1b[90m", "INF": "\x1b[32m", "WRN": "\x1b[33m", "ERR": "\x1b[31m",
            "FTL": "\x1b[1;31m"}
+_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+          logging.ERROR: "error", logging.CRITICAL: "critical"}
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=True)
+"""Shared and stateless: `json.dumps` with `default=` builds a new encoder per call."""
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""A JSON string literal, ASCII only (the C encoder's; most log values are strings)."""
 _FIRST = ("error",)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUOTE = re.compile('[ ="]')
+_SPECIAL = re.compile(r'[\x00-\x20\x7f"\\=]')
+"""What makes a text value need escaping or quotes."""
 _ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord('"'): '\\"',
             ord("\\"): "\\\\"}
 
 
 def emit(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
-    """Log `message` with structured `fields` (empty values are dropped)."""
+    """Log `message` with structured `fields` (empty values are dropped).
+
+    The record is made without the caller lookup `Logger.log` does (a stack walk per
+    line that no formatter here shows): logging runs several times per event.
+    """
     if logger.isEnabledFor(level):
-        clean = {k: v for k, v in fields.items()
-                 if v or (v is not None and isinstance(v, int | float))}
-        logger.log(level, message, extra={"fields": clean})
+        record = logger.makeRecord(logger.name, level, "", 0, message, None, None)
+        record.fields = {k: v for k, v in fields.items()
+                         if v or (v is not None and isinstance(v, int | float))}
+        logger.handle(record)
 
 
 def escape(text: str) -> str:
     """Make `text` safe on one log line: no raw control characters, quotes escaped."""
     out = text.translate(_ESCAPES)
-    if any(ord(c) < 32 or ord(c) == 127 for c in out):
-        out = "".join(c if ord(c) >= 32 and ord(c) != 127 else f"\\x{ord(c):02x}" for c in out)
+    if _CONTROL.search(out):
+        out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", out)
     return out
 
 
@@ -62,12 +81,14 @@ class _Masker:
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields = dict(getattr(record, "fields", {}) or {})
+    fields = getattr(record, "fields", None) or {}
     if record.exc_info and "error" not in fields:
-        fields["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}" \
-            if record.exc_info[0] else ""
+        kind, exc = record.exc_info[0], record.exc_info[1]
+        fields = {**fields, "error": f"{kind.__name__}: {exc}" if kind else ""}
     ordered = {k: fields[k] for k in _FIRST if k in fields}
-    ordered.update(sorted((k, v) for k, v in fields.items() if k not in _FIRST))
+    for key in sorted(fields):
+        if key not in ordered:
+            ordered[key] = fields[key]
     return ordered
 
 
@@ -94,12 +115,19 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVELS.get(record.levelno, "INF")
         parts = [_time(record), self._paint(level, level), escape(record.getMessage())]
+        mask = self.mask if self.mask.secrets else None
         for key, value in _fields(record).items():
-            text = escape(self.mask(_text(value)))
-            if not text or any(c in text for c in ' ="'):
-                text = f'"{text}"'
-            parts.append(f"{self._paint('key', key + '=')}{text}")
-        return self.mask(" ".join(parts))
+            text = value if type(value) is str else _text(value)
+            if mask is not None:
+                text = mask(text)
+            if not text or _SPECIAL.search(text):  # else it is already safe as it is
+                text = escape(text)
+                if not text or _QUOTE.search(text):
+                    text = f'"{text}"'
+            parts.append(f"{self._paint('key', key + '=')}{text}" if self.color
+                         else f"{key}={text}")
+        line = " ".join(parts)
+        return mask(line) if mask is not None else line
 
     def _paint(self, kind: str, text: str) -> str:
         if not self.color:
@@ -116,10 +144,14 @@ class JsonFormatter(logging.Formatter):
         self.mask = _Masker(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {"level": logging.getLevelName(record.levelno).lower(),
-                                "time": _time(record), "message": record.getMessage()}
-        data.update(_fields(record))
-        return self.mask(json.dumps(data, default=str, ensure_ascii=True))
+        level = _NAMES.get(record.levelno) or record.levelname.lower()
+        parts = [f'{{"level": "{level}", "time": "{_time(record)}", "message": '
+                 f"{_json_string(record.getMessage())}"]
+        for key, value in _fields(record).items():
+            text = _json_string(value) if type(value) is str else _ENCODER.encode(value)
+            parts.append(f"{_json_string(key)}: {text}")
+        line = ", ".join(parts) + "}"
+        return self.mask(line) if self.mask.secrets else line
 
 
 def formatter(log_format: str, stream: TextIO, secrets: Iterable[str] = ()) -> logging.Formatter:
@@ -130,15 +162,77 @@ def formatter(log_format: str, stream: TextIO, secrets: Iterable[str] = ()) -> l
     return TextFormatter(color=color, secrets=secrets)
 
 
+class LineHandler(logging.Handler):
+    """Writes one line per record to `stream`.
+
+    With `flush_interval` > 0, INFO and DEBUG lines are written in batches at most that
+    long after they were logged (one system call for many lines: the server logs several
+    lines per event), by the daemon thread `talon-log-flush`; a WARNING or worse line is
+    written at once, with every line before it, so that order is kept and failures are
+    never held back. `flush()` (also run by `logging.shutdown` at exit) writes the rest.
+    """
+
+    def __init__(self, stream: TextIO, flush_interval: float = 0.0) -> None:
+        super().__init__()
+        self.stream, self.flush_interval = stream, flush_interval
+        self._pending: list[str] = []
+        self._dirty = threading.Event()
+        self._closed = False
+        if flush_interval > 0:
+            threading.Thread(target=self._flusher, name="talon-log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            with self.lock:  # type: ignore[union-attr] - created by Handler.__init__
+                self._pending.append(line)
+                if record.levelno >= logging.WARNING or self.flush_interval <= 0:
+                    self._write()
+                elif not self._dirty.is_set():
+                    self._dirty.set()
+        except Exception:  # noqa: BLE001 - logging must never break the caller
+            self.handleError(record)
+
+    def _write(self) -> None:
+        """Write the pending lines; the caller holds self.lock."""
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self.stream.write(text)
+            self.stream.flush()
+
+    def flush(self) -> None:
+        with self.lock, contextlib.suppress(OSError, ValueError):  # type: ignore[union-attr]
+            self._write()
+
+    def _flusher(self) -> None:
+        while not self._closed:
+            self._dirty.wait()
+            time.sleep(self.flush_interval)
+            with self.lock:  # type: ignore[union-attr]
+                self._dirty.clear()
+            self.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._closed = True
+        self._dirty.set()
+        super().close()
+
+
 def setup(log_format: str = "text", *, level: int = logging.INFO, stream: TextIO | None = None,
-          secrets: Iterable[str] = ()) -> None:
-    """Configure the `talon` logger once (replacing earlier handlers)."""
+          secrets: Iterable[str] = (), flush_interval: float = 0.0) -> None:
+    """Configure the `talon` logger (replacing, and closing, earlier handlers).
+
+    `flush_interval`: see LineHandler; 0 writes every line as it is logged.
+    """
     stream = stream or sys.stderr
-    handler = logging.StreamHandler(stream)
+    handler = LineHandler(stream, flush_interval)
     handler.setFormatter(formatter(log_format, stream, secrets))
     root = logging.getLogger("talon")
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 from talon import log, models
 from talon.dedup import Deduplicator, LocalBackend, key_of
@@ -91,3 +92,50 @@ def test_memory_is_bounded() -> None:
     assert len(backend) == 100
     assert backend.first_seen("0", 60)  # forgotten, so seen "first" again
     assert not backend.first_seen("999", 60)
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write (one write is one system call for a file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_batched_lines_arrive_within_the_interval_in_order() -> None:
+    stream = _Writes()
+    log.setup("json", stream=stream, flush_interval=0.2)
+    logger = logging.getLogger("talon.test")
+    try:
+        for i in range(5):
+            log.emit(logger, logging.INFO, "action", seq=i)
+        assert stream.getvalue() == ""  # held back for one write
+        deadline = time.monotonic() + 2.0
+        while not stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [json.loads(line)["seq"] for line in stream.getvalue().splitlines()] == \
+            list(range(5))
+        assert len(stream.writes) == 1
+    finally:
+        log.setup("json", stream=io.StringIO())
+
+
+def test_a_warning_is_written_at_once_after_the_lines_before_it() -> None:
+    stream = _Writes()
+    log.setup("text", stream=stream, flush_interval=30.0)
+    logger = logging.getLogger("talon.test")
+    try:
+        log.emit(logger, logging.INFO, "action", status="in_progress")
+        log.emit(logger, logging.ERROR, "action", status="failure", error="boom")
+        lines = stream.getvalue().splitlines()
+        assert [line.split()[1] for line in lines] == ["INF", "ERR"]
+        log.emit(logger, logging.INFO, "action", status="ignored")
+        assert len(stream.getvalue().splitlines()) == 2
+        log.setup("text", stream=io.StringIO())  # replacing the handler flushes it
+        assert "status=ignored" in stream.getvalue().splitlines()[2]
+    finally:
+        log.setup("json", stream=io.StringIO())
