@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from talon.models import Event, plain, value_text
@@ -33,9 +33,14 @@ def _flag(value: bool | None) -> str | None:
 
 def talon_context(*, rule: str, action: str, actionner: str, parameters: Mapping[str, Any],
                   rule_continue: bool | None = None, rule_dry_run: bool | None = None,
-                  action_continue: bool | None = None,
-                  ignore_errors: bool | None = None) -> dict[str, str]:
-    """Talon's `falco-talon.*` keys for one action (the Go code's names; unset flags omitted)."""
+                  action_continue: bool | None = None, ignore_errors: bool | None = None,
+                  parameters_json: str | None = None) -> dict[str, str]:
+    """Talon's `falco-talon.*` keys for one action (the Go code's names; unset flags omitted).
+
+    `parameters_json`, when given, is `parameters` already serialised (see Action).
+    """
+    if parameters_json is None:
+        parameters_json = json.dumps(plain(parameters) or None, sort_keys=True, default=str)
     ctx = {
         "falco-talon.rule": rule,
         "falco-talon.rule.continue": _flag(rule_continue),
@@ -43,8 +48,7 @@ def talon_context(*, rule: str, action: str, actionner: str, parameters: Mapping
         "falco-talon.action": action,
         "falco-talon.action.continue": _flag(action_continue),
         "falco-talon.action.ignore_errors": _flag(ignore_errors),
-        "falco-talon.action.parameters": json.dumps(plain(parameters) or None,
-                                                    sort_keys=True, default=str),
+        "falco-talon.action.parameters": parameters_json,
         "falco-talon.actionner": actionner,
     }
     return {k: v for k, v in ctx.items() if v}
@@ -75,6 +79,31 @@ def env_mapping(event: Event, context: Mapping[str, Any]) -> dict[str, str]:
         if name in _SEED_ALIASES:
             env[_SEED_ALIASES[name]] = env[name]
     return env
+
+
+class Env(Mapping[str, str]):
+    """`env_mapping(event, context)`, built on first use: most actions never read it."""
+
+    __slots__ = ("_context", "_event", "_names")
+
+    def __init__(self, event: Event, context: Mapping[str, Any]) -> None:
+        self._event, self._context = event, context
+        self._names: dict[str, str] | None = None
+
+    def _built(self) -> dict[str, str]:
+        names = self._names
+        if names is None:
+            names = self._names = env_mapping(self._event, self._context)
+        return names
+
+    def __getitem__(self, key: str) -> str:
+        return self._built()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:

@@ -166,7 +166,8 @@ class Engine:
         return done
 
     def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]]) -> None:
-        self.metrics.matches.labels(rule.name, event.rule, event.priority, event.source).inc()
+        self.metrics.child(self.metrics.matches, rule.name, event.rule, event.priority,
+                           event.source).inc()
         log.emit(logger, logging.INFO, "match", rule=rule.name, event=event.rule,
                  priority=event.priority, source=event.source, trace_id=event.trace_id)
         for action in rule.actions:
@@ -197,7 +198,8 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a plug-in failure is an ordinary failure
             result = Result(status=Status.FAILURE, error=_error_text(exc))
         self._report_action(event, rule, action, result)
-        self.metrics.action_seconds.labels(action.actionner).observe(time.monotonic() - started)
+        self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
+            time.monotonic() - started)
         ok = result.status != Status.FAILURE and not result.error
         status = str(result.status) if ok else str(Status.FAILURE)
         if ok and result.artifact is not None:

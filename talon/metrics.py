@@ -10,6 +10,8 @@ Each Metrics has its own CollectorRegistry, so tests get fresh counters.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import exposition as _exposition
 
@@ -51,13 +53,24 @@ class Metrics:
                                "timeout (their worker was replaced)", registry=r)
         self.reloads = Counter("talon_rules_reloads", "rule reloads", ["status"], registry=r)
         self.rules_loaded = Gauge("talon_rules_loaded", "rules in force", registry=r)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, remembered: prometheus-client checks the labels and
+        takes a lock on every call, which the per-event path does several times.
+        Children are never removed, so this holds exactly what the metric holds."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def action(self, *, rule: str, event: str, action: str, actionner: str, status: str,
                namespace: str = "", pod: str = "") -> None:
         """Count one action outcome."""
         if not self.pod_labels:
             namespace = pod = ""
-        self.actions.labels(rule, event, action, actionner, status, namespace, pod).inc()
+        self.child(self.actions, rule, event, action, actionner, status, namespace, pod).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

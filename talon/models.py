@@ -33,8 +33,8 @@ _PREFIX = re.compile(
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
-_KNOWN = ("output", "priority", "rule", "time", "output_fields", "hostname", "source",
-          "tags", "context", "trace_id")
+_KNOWN = frozenset(("output", "priority", "rule", "time", "output_fields", "hostname",
+                    "source", "tags", "context", "trace_id"))
 
 
 def trim_output(output: str) -> str:
@@ -87,17 +87,24 @@ def plain(value: Any) -> Any:
 
 
 _SCALARS = (str, int, float, bool, type(None), Decimal)
+_SCALAR_TYPES = frozenset(_SCALARS)
+
+
+def _flat(values: Any) -> bool:
+    """Whether `values` holds scalars only (exact JSON types are checked at C speed)."""
+    return _SCALAR_TYPES.issuperset(map(type, values)) or all(
+        isinstance(v, _SCALARS) for v in values)
 
 
 def freeze(value: Any) -> Any:
     """A deep read-only copy of plain data (maps → mapping proxies, lists → tuples); flat
     containers (the usual output_fields and tags) are copied in one step."""
     if isinstance(value, Mapping):
-        if all(isinstance(v, _SCALARS) for v in value.values()):
+        if _flat(value.values()):
             return types.MappingProxyType(dict(value))
         return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        if all(isinstance(v, _SCALARS) for v in value):
+        if _flat(value):
             return tuple(value)
         return tuple(freeze(v) for v in value)
     return value
@@ -186,7 +193,11 @@ class Event:
         return json.dumps(self.to_dict(context), default=_json_default)
 
 
-def _expect(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+_STR = frozenset((str,))
+_STRING_KEYS = ("output", "priority", "rule", "hostname", "source", "trace_id", "time")
+
+
+def _expect(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
     value = obj.get(key)
     if value is None:
         return None
@@ -221,16 +232,20 @@ def decode(body: bytes | str, *, trace_id: str = "") -> Event:
 
 def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
     """Build an Event from decoded JSON (keys matched case-insensitively, later wins)."""
-    known: dict[str, Any] = {}
+    known: Mapping[str, Any] = data
     extra: dict[str, Any] = {}
-    for key, value in data.items():
-        low = key.lower() if isinstance(key, str) else key
-        if low in _KNOWN:
-            known[low] = value
-        else:
-            extra[key] = value
-    strings = {k: _expect(known, k, str, "a string") for k in
-               ("output", "priority", "rule", "hostname", "source", "trace_id", "time")}
+    if not _KNOWN.issuperset(data):  # the usual payload has only known lower-case keys
+        known = {}
+        for key, value in data.items():
+            low = key.lower() if isinstance(key, str) else key
+            if low in _KNOWN:
+                known[low] = value
+            else:
+                extra[key] = value
+    strings = {k: known.get(k) for k in _STRING_KEYS}
+    for key, value in strings.items():
+        if value is not None and not isinstance(value, str):
+            _expect(known, key, str, "a string")  # raises, naming the field
     time = strings["time"] or ""
     if time and not _RFC3339.match(time):
         raise EventError("time", f"expected an RFC 3339 timestamp, got {time!r}")
@@ -240,7 +255,8 @@ def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
         except ValueError:
             raise EventError("time", f"not a valid date/time: {time!r}") from None
     fields = _expect(known, "output_fields", dict, "an object")
-    if fields is not None and not all(isinstance(k, str) for k in fields):
+    if fields is not None and not _STR.issuperset(map(type, fields)) and not all(
+            isinstance(k, str) for k in fields):
         raise EventError("output_fields", "keys must be strings")
     tags = _expect(known, "tags", list, "an array")
     context = _expect(known, "context", dict, "an object")

@@ -9,6 +9,7 @@ context and substituted parameters of each action. Only parameters a plug-in mar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,8 +35,9 @@ class Step:
     """True when the rule's remaining actions do not run after this one (continue false)."""
 
 
+@functools.cache
 def substitutable(cls: type | None) -> tuple[str, ...]:
-    """Names of the params fields that take `${VAR}` substitution."""
+    """Names of the params fields that take `${VAR}` substitution (cached per class)."""
     if cls is None or not dataclasses.is_dataclass(cls):
         return ()
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("substitute"))
@@ -44,12 +46,12 @@ def substitutable(cls: type | None) -> tuple[str, ...]:
 def substitute(raw: Mapping[str, Any], names: tuple[str, ...],
                env: Mapping[str, str]) -> Mapping[str, Any]:
     """`raw` with the named string parameters expanded against `env`."""
+    names = tuple(n for n in names if isinstance(raw.get(n), str) and "$" in raw[n])
     if not names:
         return raw
     out = dict(raw)
     for name in names:
-        if isinstance(out.get(name), str):
-            out[name] = context.expand(out[name], env)
+        out[name] = context.expand(out[name], env)
     return types.MappingProxyType(out)
 
 
@@ -60,10 +62,10 @@ def step(event: Event, rule: Rule, action: Action, registry: Registry,
         rule=rule.name, action=action.name, actionner=action.actionner,
         parameters=action.parameters, rule_continue=rule.continue_,
         rule_dry_run=rule.dry_run, action_continue=action.continue_,
-        ignore_errors=action.ignore_errors)
+        ignore_errors=action.ignore_errors, parameters_json=action.parameters_json)
     if extra_context:
         ctx.update({k: v for k, v in extra_context.items() if v})
-    env = context.env_mapping(event, ctx)
+    env = context.Env(event, ctx)
     info = registry.get("actionner", action.actionner).info if registry.has(
         "actionner", action.actionner) else None
     params = substitute(action.parameters, substitutable(info.params if info else None), env)

@@ -7,12 +7,14 @@ A RuleSet is immutable: a reload builds a new one and swaps it in one assignment
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from talon.errors import Problem
+from talon.models import plain
 
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
@@ -45,6 +47,13 @@ class Action:
     """The actionner's default `continue`, set by validation."""
     file: str = ""
     line: int | None = None
+    parameters_json: str = field(init=False, repr=False, compare=False, default="")
+    """`parameters` as the JSON of the `falco-talon.action.parameters` context key,
+    made once here rather than for every event."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters_json", json.dumps(
+            plain(self.parameters) or None, sort_keys=True, default=str))
 
     @property
     def continues(self) -> bool:
