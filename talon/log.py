@@ -176,41 +176,54 @@ class LineHandler(logging.Handler):
         super().__init__()
         self.stream, self.flush_interval = stream, flush_interval
         self._pending: list[str] = []
+        self._pending_lock = threading.Lock()
+        self._writing = threading.Lock()
         self._dirty = threading.Event()
         self._closed = False
         if flush_interval > 0:
             threading.Thread(target=self._flusher, name="talon-log-flush", daemon=True).start()
 
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """As Handler.handle, without holding the handler lock around emit(): emit
+        formats outside any lock and takes its own short ones."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # a filter may return a replacement
+            record = rv
+        if rv:
+            self.emit(record)
+        return bool(rv)
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + "\n"
-            with self.lock:  # type: ignore[union-attr] - created by Handler.__init__
+            with self._pending_lock:
                 self._pending.append(line)
-                if record.levelno >= logging.WARNING or self.flush_interval <= 0:
-                    self._write()
-                elif not self._dirty.is_set():
-                    self._dirty.set()
+            if record.levelno >= logging.WARNING or self.flush_interval <= 0:
+                self.flush()
+            elif not self._dirty.is_set():
+                self._dirty.set()
         except Exception:  # noqa: BLE001 - logging must never break the caller
             self.handleError(record)
 
-    def _write(self) -> None:
-        """Write the pending lines; the caller holds self.lock."""
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
-            self.stream.write(text)
-            self.stream.flush()
-
     def flush(self) -> None:
-        with self.lock, contextlib.suppress(OSError, ValueError):  # type: ignore[union-attr]
-            self._write()
+        """Write every pending line. Writers queue on `_writing`, so batches keep their
+        order, while `_pending_lock` is held only to take the batch: a thread logging
+        never waits for another thread's system call."""
+        with self._writing:
+            with self._pending_lock:
+                if not self._pending:
+                    return
+                text = "".join(self._pending)
+                self._pending.clear()
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write(text)
+                self.stream.flush()
 
     def _flusher(self) -> None:
         while not self._closed:
             self._dirty.wait()
             time.sleep(self.flush_interval)
-            with self.lock:  # type: ignore[union-attr]
-                self._dirty.clear()
+            self._dirty.clear()
             self.flush()
 
     def close(self) -> None:
