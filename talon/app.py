@@ -119,8 +119,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     queue = MemoryQueue(settings.queue_size)
     metrics.queue_depth.set_function(queue.depth)
     pool = WorkerPool(queue, lambda item: engine.handle(item.event), workers=settings.workers,
-                      on_busy=metrics.busy_workers.set, overdue=engine.overdue,
-                      retire=engine.retire)
+                      overdue=engine.overdue, retire=engine.retire)
+    metrics.busy_workers.set_function(pool.busy)
 
     def on_reload(ok: bool) -> None:
         metrics.reloads.labels("ok" if ok else "failed").inc()

@@ -78,12 +78,10 @@ class WorkerPool:
 
     def __init__(self, source: EventQueue, handle: Callable[[Item], None], *, workers: int,
                  key: Callable[[Event], str] = pod_key,
-                 on_busy: Callable[[int], None] | None = None,
                  overdue: Callable[[], list[int]] | None = None,
                  retire: Callable[[int], bool] | None = None) -> None:
         self._source, self._handle, self._key = source, handle, key
         self._size = workers
-        self._on_busy = on_busy or (lambda _n: None)
         self._lock = threading.Lock()
         self._active: dict[str, deque[Item]] = {}
         self._busy = 0
@@ -140,10 +138,13 @@ class WorkerPool:
                         del self._active[key]
                     item = None
 
+    def busy(self) -> int:
+        """Workers handling an event now (read by the metrics gauge when scraped)."""
+        return self._busy
+
     def _run(self, item: Item) -> None:
         with self._lock:
             self._busy += 1
-            self._on_busy(self._busy)
         try:
             self._handle(item)
         except Exception:
@@ -154,7 +155,6 @@ class WorkerPool:
             with self._lock:
                 self._busy -= 1
                 self._in_flight -= 1
-                self._on_busy(self._busy)
 
     def idle(self) -> bool:
         """No item waiting in the queue and none being handled."""

@@ -274,3 +274,21 @@ def test_unreachable_cluster_is_a_clear_start_error(start: Launch, tmp_path: Pat
     server = start(label, f"kubeconfig: {kubeconfig}\n", "--dry-run")  # audits without it
     assert server.post(event()) == 200
     server.wait_log("dry-run is enabled")
+
+
+def test_metrics_show_busy_workers(start: Launch, tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(f"""
+        - rule: Slow
+          actions:
+            - {{action: slow, actionner: test:record,
+               parameters: {{file: "{out}", sleep: 1.5}}}}
+        """, "workers: 2\n")
+    for pod in ("a", "a", "b"):  # a's second event waits for a's first: same pod, in order
+        assert server.post(event(pod=pod, output=f"o-{pod}-{time.monotonic()}")) == 200
+    time.sleep(0.5)
+    _, body = server.request("GET", "/metrics")
+    assert re.search(r"^talon_workers_busy 2\.0$", body.decode(), re.MULTILINE)
+    assert len(records(out, 3, timeout=10)) == 3
+    _, body = server.request("GET", "/metrics")
+    assert re.search(r"^talon_workers_busy 0\.0$", body.decode(), re.MULTILINE)
