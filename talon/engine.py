@@ -273,11 +273,12 @@ class Engine:
                             namespace=objects.get("namespace", ""), pod=objects.get("pod", ""))
         self._log_action(event, rule, action, status, output=output, error=error,
                          objects=objects)
-        self._notify(rule, Notification(
-            message="action", status=str(status), trace_id=event.trace_id, rule=rule.name,
-            action=action.name, actionner=action.actionner, event=event.output,
-            priority=event.priority, source=event.source, output=output, error=error,
-            objects=objects))
+        if self.default_notifiers or rule.notifiers:
+            self._notify(rule, Notification(
+                message="action", status=str(status), trace_id=event.trace_id, rule=rule.name,
+                action=action.name, actionner=action.actionner, event=event.output,
+                priority=event.priority, source=event.source, output=output, error=error,
+                objects=objects))
 
     def _log_action(self, event: Event, rule: Rule, action: Action, status: Status, *,
                     dry_run: bool = False, **fields: Any) -> None:
