@@ -11,6 +11,7 @@ timeout and a cap on open connections; every refusal is logged and counted by re
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import io
 import json
 import logging
@@ -233,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.end_request()
 
     def _route(self) -> None:
-        path = urlsplit(self.path).path or "/"
+        path = self.path if self.path == "/" else (urlsplit(self.path).path or "/")
         method = self.command
         if path in _PROBE_PATHS:
             if method not in ("GET", "HEAD"):
@@ -352,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Write one whole response in a single send; always with Content-Length."""
         close = close or self.close_connection or not self._body_done
         lines = [f"{self.protocol_version} {status.value} {status.phrase}",
-                 f"Server: {self.version_string()}", f"Date: {self.date_time_string()}",
+                 f"Server: {self.version_string()}", f"Date: {self.server.date()}",
                  f"Content-Length: {len(body)}"]
         if content_type:
             lines.append(f"Content-Type: {content_type}")
@@ -505,7 +506,17 @@ class _HTTPServer(ThreadingHTTPServer):
         self._stopping = False
         self._counter = 0
         self._refusal = _refusal(config.retry_after_seconds)
+        self._date: tuple[int, str] = (0, "")
         super().__init__(address, _Handler)
+
+    def date(self) -> str:
+        """The Date header value, formatted once per second rather than per response."""
+        now = int(time.time())
+        second, text = self._date
+        if second != now:
+            text = email.utils.formatdate(now, usegmt=True)
+            self._date = (now, text)
+        return text
 
     def server_bind(self) -> None:
         """Bind without the reverse DNS lookup HTTPServer does for `server_name`."""

@@ -10,6 +10,7 @@ rejection logs escaped and counted by reason; print_all_events.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import logging
@@ -569,3 +570,13 @@ def test_http_1_0_closes_unless_keep_alive_is_asked(start: Callable[..., Any]) -
     assert first.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in first
     assert rest.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in rest
     assert len(recorder.events) == 3
+
+
+def test_every_response_carries_a_current_date(start: Callable[..., Any]) -> None:
+    server, _, _ = start()
+    conn = connect(server)
+    for _ in range(3):
+        response = post(conn, EVENT)
+        response.read()
+        sent = email.utils.parsedate_to_datetime(response.getheader("Date"))
+        assert abs(sent.timestamp() - time.time()) < 5
