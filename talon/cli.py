@@ -16,7 +16,8 @@ from typing import Any
 
 from talon import __version__, catalog, config, models, plan, render, rules, suite
 from talon.errors import ConfigError, EventError, Problem, TalonError
-from talon.registry import Registry
+from talon.registry import Permission, Registry
+from talon.rules.model import RuleSet
 
 DEFAULT_CONFIG = "/etc/falco-talon/config.yaml"
 DEFAULT_RULES = ("/etc/falco-talon/rules.yaml",)
@@ -99,7 +100,7 @@ def _print_problems(problems: Sequence[Problem]) -> None:
 
 
 def _load_checked(args: argparse.Namespace, settings: config.Settings, registry: Registry,
-                  strict: bool = False) -> rules.RuleSet | None:
+                  strict: bool = False) -> RuleSet | None:
     configured = set(settings.notifiers) if args.config else None
     ruleset, problems = rules.check(_rules_paths(settings), registry, strict=strict,
                                     notifiers=configured)
@@ -129,7 +130,7 @@ def cmd_print(args: argparse.Namespace, settings: config.Settings, registry: Reg
     return 0
 
 
-def _show_event(path: str, ruleset: rules.RuleSet, registry: Registry) -> int:
+def _show_event(path: str, ruleset: RuleSet, registry: Registry) -> int:
     try:
         event = models.decode(Path(path).read_bytes())
     except (OSError, EventError) as exc:
@@ -186,7 +187,7 @@ def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Regi
     ruleset = _load_checked(args, settings, registry)
     if ruleset is None:
         return 1
-    perms = []
+    perms: list[Permission] = []
     for rule in ruleset.rules:
         for action in rule.actions:
             perms += registry.get("actionner", action.actionner).info.permissions

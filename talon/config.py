@@ -593,8 +593,8 @@ def load(path: str | None, *, env: Mapping[str, str] | None = None,
     notifiers: Notifiers = {}
     for layer in layers:
         values.update(layer.values)
-        for name, settings in layer.notifiers.items():
-            notifiers.setdefault(name, {}).update(settings)
+        for name, options in layer.notifiers.items():
+            notifiers.setdefault(name, {}).update(options)
     settings: Settings = _build(Settings, "", values, notifiers)
     return settings
 

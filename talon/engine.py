@@ -13,6 +13,7 @@ The only broad `except` around plug-in calls lives here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -217,7 +218,7 @@ class Engine:
         extra = self._contexts(event, rule, action, step) if info.use_context else {}
         if extra:
             step = plan.step(event, rule, action, self.registry, extra_context=extra)
-        value, problems = action.params, []
+        value, problems = action.params, list[params.ParamProblem]()
         if info.params and step.parameters is not action.parameters:  # substituted: re-check
             value, problems = params.coerce(info.params, step.parameters)
         if info.params and value is None:
@@ -229,8 +230,8 @@ class Engine:
         for check in plugin.checks:
             check(ctx)
         self._log_action(event, rule, action, Status.IN_PROGRESS)
-        result = self._call(lambda: plugin.run(ctx), f"action '{action.name}'",
-                            event.trace_id)
+        run = plugin.run
+        result = self._call(lambda: run(ctx), f"action '{action.name}'", event.trace_id)
         if not isinstance(result, Result):
             raise PluginError(f"actionner '{action.actionner}' returned {type(result).__name__}")
         return result
@@ -244,9 +245,10 @@ class Engine:
                                 context=step.context, env=step.env, clients=self.clients,
                                 deadline=time.monotonic() + self.action_timeout)
             try:
-                if plugin.run is None:
+                run = plugin.run
+                if run is None:
                     raise PluginError(f"context '{name}' is not available in this build")
-                values = self._call(lambda p=plugin, c=ctx: p.run(c), f"context '{name}'",
+                values = self._call(functools.partial(run, ctx), f"context '{name}'",
                                     event.trace_id)
                 found.update({k: str(v) for k, v in dict(values or {}).items() if v})
             except Exception as exc:
@@ -315,7 +317,8 @@ class Engine:
                                 deadline=time.monotonic() + self.action_timeout)
             for check in out_plugin.checks:
                 check(ctx)
-            stored = self._call(lambda: out_plugin.run(ctx, artifact), f"output '{target}'",
+            run = out_plugin.run
+            stored = self._call(functools.partial(run, ctx, artifact), f"output '{target}'",
                                 event.trace_id)
             if not isinstance(stored, Result):
                 raise PluginError(f"output '{target}' returned {type(stored).__name__}")

@@ -156,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: Server
+    server: Server  # type: ignore[assignment]  # narrower than BaseServer
 
     def setup(self) -> None:
         super().setup()
@@ -408,7 +408,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         """The request line and headers (see talon.httphead); False after an error reply."""
-        self.command = None  # type: ignore[assignment] - the stdlib's "no command yet"
+        self.command = ""  # no command yet: an error reply says so
         self.close_connection = True
         self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
         if not self.requestline.strip():

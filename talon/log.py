@@ -27,7 +27,7 @@ _NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warnin
           logging.ERROR: "error", logging.CRITICAL: "critical"}
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=True)
 """Shared and stateless: `json.dumps` with `default=` builds a new encoder per call."""
-_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """A JSON string literal, ASCII only (the C encoder's; most log values are strings)."""
 _FIRST = ("error",)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -45,7 +45,7 @@ def emit(logger: logging.Logger, level: int, message: str, **fields: Any) -> Non
     line that no formatter here shows): logging runs several times per event.
     """
     if logger.isEnabledFor(level):
-        record = logger.makeRecord(logger.name, level, "", 0, message, None, None)
+        record = logger.makeRecord(logger.name, level, "", 0, message, (), None)
         record.fields = {k: v for k, v in fields.items()
                          if v or (v is not None and isinstance(v, int | float))}
         logger.handle(record)
@@ -183,7 +183,7 @@ class LineHandler(logging.Handler):
         if flush_interval > 0:
             threading.Thread(target=self._flusher, name="talon-log-flush", daemon=True).start()
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         """As Handler.handle, without holding the handler lock around emit(): emit
         formats outside any lock and takes its own short ones."""
         rv = self.filter(record)

@@ -76,7 +76,7 @@ def pod_key(event: Event) -> str:
 class WorkerPool:
     """N worker threads draining `source`, calling `handle(item)` for each item."""
 
-    def __init__(self, source: EventQueue, handle: Callable[[Item], None], *, workers: int,
+    def __init__(self, source: EventQueue, handle: Callable[[Item], object], *, workers: int,
                  key: Callable[[Event], str] = pod_key,
                  overdue: Callable[[], list[int]] | None = None,
                  retire: Callable[[int], bool] | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-_BASE: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class LineDict(dict[Any, Any]):
@@ -26,7 +26,7 @@ class LineDict(dict[Any, Any]):
         return getattr(self, "key_lines", {}).get(key, self.line)
 
 
-class _Loader(_BASE):  # type: ignore[misc, valid-type]
+class _Loader(_BASE):  # type: ignore[misc]
     pass
 
 

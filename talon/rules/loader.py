@@ -242,7 +242,7 @@ def _fold_rule(first: Item, later: Item, out: Loaded) -> None:
     for key in ("notifiers", "actions"):
         if isinstance(l_.get(key), list):
             f[key] = (f[key] if isinstance(f.get(key), list) else []) + l_[key]
-    lmatch = l_.get("match") if isinstance(l_.get("match"), dict) else {}
+    lmatch: dict[str, Any] = l_["match"] if isinstance(l_.get("match"), dict) else {}
     if not isinstance(f.get("match"), dict):
         f["match"] = {}
     fmatch = f["match"]
