@@ -239,8 +239,12 @@ def test_notifications_reach_the_webhook_and_a_dead_notifier_delays_nothing(
         assert hook.requests[0].header("X-Team") == "secops"
         text = server.wait_log(r'"notifier": "slack".*"status": "failure"')
         assert "SECRETTOKEN" not in text
-        _, body = server.request("GET", "/metrics")
-        assert 'notification_total{notifier="webhook",status="success"} 5.0' in body.decode()
+        counted = 'notification_total{notifier="webhook",status="success"} 5.0'
+        deadline = time.monotonic() + 5  # counted once each send has returned
+        while counted not in (text := server.request("GET", "/metrics")[1].decode()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counted in text
 
 
 def test_plugin_import_error_is_a_clear_start_error(start: Launch, tmp_path: Path) -> None:
