@@ -1,6 +1,6 @@
 """Load every built-in plug-in and the user's `plugins:` into the registry, once.
 
-Layer L5 (wiring): imports the plug-in packages, whose import registers them, then the
+Layer L3 (wiring): imports the plug-in packages, whose import registers them, then the
 modules or files named by the `plugins:` setting. A plug-in that fails to import is a
 clear start-up error naming it.
 """

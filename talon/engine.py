@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from talon import log, params, plan
-from talon.dedup import Deduplicator
 from talon.errors import PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status
@@ -39,6 +38,13 @@ class RuleSource(Protocol):
     """Anything with a `current` RuleSet (swapped atomically on reload)."""
 
     current: RuleSet
+
+
+class DuplicateFilter(Protocol):
+    """Anything that says whether an event repeats a recent one (talon.dedup.Deduplicator;
+    a protocol because the engine, L3, does not import L4 modules)."""
+
+    def is_duplicate(self, event: Event) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ class Engine:
 
     def __init__(self, *, registry: Registry, rules: RuleSource, metrics: Metrics,
                  notify: Notify, default_notifiers: tuple[str, ...] = (),
-                 dedup: Deduplicator | None = None, clients: Any = None,
+                 dedup: DuplicateFilter | None = None, clients: Any = None,
                  dry_run: bool = False, action_timeout: float = 120.0,
                  print_all_events: bool = False) -> None:
         self.registry, self.rules, self.metrics = registry, rules, metrics

@@ -1,9 +1,9 @@
 """What Talon would do for an event: matched rules, actions in order, final parameters.
 
-Layer L3: used by `rules test` (touching nothing) and by the engine to compute the
-context and substituted parameters of each action. Only parameters a plug-in marks with
-`metadata={"substitute": True}` are expanded here; the others are passed as written
-(`$LATEST` stays `$LATEST`).
+Layer L1 (imports only L0/L1): used by `rules test` (touching nothing) and by the engine
+to compute the context and substituted parameters of each action. Only parameters a plug-in
+marks with `metadata={"substitute": True}` are expanded here; the others are passed as
+written (`$LATEST` stays `$LATEST`).
 """
 
 from __future__ import annotations

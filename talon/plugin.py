@@ -7,7 +7,9 @@ and `talon.clients.*`, nothing else from Talon. Contracts:
 - context: `run(ctx: ActionContext) -> Mapping[str, str]`;
 - notifier: a class `cls(settings, delivery)` with `send(notification)`.
 Raise `ActionError`/`OutputError`/`CheckFailedError` for expected failures; any other
-exception is caught by the engine and reported as a failure too.
+exception is caught by the engine and reported as a failure too. A params dataclass's
+`__post_init__` raises `ParamValueError` for a bad value; `references(text)` lists the
+`${NAME}`/`$NAME` names a text refers to.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from talon.context import references
 from talon.errors import ActionError, CheckFailedError, NotifyError, OutputError
 from talon.models import Artifact, Delivery, Event, Notification, Result, Status
+from talon.params import ParamValueError
 from talon.registry import Permission, actionner, context, declare, notifier, output
 from talon.rules.model import Action, Rule
 
@@ -27,8 +31,9 @@ _OUTPUT_LOGGER = logging.getLogger("talon.outputs")
 
 __all__ = [
     "Action", "ActionContext", "ActionError", "Artifact", "CheckFailedError", "Delivery",
-    "Event", "Notification", "NotifyError", "OutputContext", "OutputError", "Permission",
-    "Result", "Rule", "Status", "actionner", "context", "declare", "notifier", "output",
+    "Event", "Notification", "NotifyError", "OutputContext", "OutputError", "ParamValueError",
+    "Permission", "Result", "Rule", "Status", "actionner", "context", "declare", "notifier",
+    "output", "references",
 ]
 
 

@@ -1,6 +1,6 @@
 """Text renderings for the CLI: merged rules as YAML, plug-in listings, RBAC.
 
-Layer L3: pure functions from model/registry to text; no I/O.
+Layer L1 (imports only L0/L1): pure functions from model/registry to text; no I/O.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`rules test`: run events against rules and check what would happen, touching nothing.
 
-Layer L3. A suite is a YAML file:
+Layer L1 (imports only L0/L1). A suite is a YAML file:
 
     tests:
       - name: shell in a pod gets it labelled

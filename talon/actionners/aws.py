@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from talon import params, registry
+from talon.plugin import ParamValueError, declare
 
 CLOUD_PERMISSIONS = """\
 {
@@ -48,7 +48,7 @@ class LambdaParams:
 
     def __post_init__(self) -> None:
         if not self.aws_lambda_name.strip():
-            raise params.ParamValueError(
+            raise ParamValueError(
                 "aws_lambda_name", "parameter 'aws_lambda_name' can't be empty")
 
 
@@ -61,7 +61,7 @@ EXAMPLE = """\
     aws_lambda_invocation_type: RequestResponse
 """
 
-registry.declare(
+declare(
     "actionner", "aws", "lambda", params=LambdaParams,
     description="Invoke an AWS lambda forwarding the Falco event payload",
     use_context=True, sources=("any",), requires=("boto3",),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from talon import registry
 from talon.actionners.kubernetes import networkpolicy, pods, rbac
+from talon.plugin import Permission, declare
 
 REMOTE_IP_FIELD = "fd.rip|fd.sip"
 
@@ -40,14 +40,14 @@ EXAMPLE = """\
       - "blue-ns"
 """
 
-registry.declare(
+declare(
     "actionner", "cilium", "networkpolicy", params=CiliumNetworkPolicyParams,
     description="Create a Cilium Network Policy to block the egress traffic to a specific IP",
     required_fields=(*pods.POD_FIELDS, REMOTE_IP_FIELD), requires=pods.REQUIRES,
     permissions=(
         rbac.PODS_GET_LIST,
-        registry.Permission(("cilium.io",), ("ciliumnetworkpolicies",),
-                            ("get", "update", "patch", "create")),
+        Permission(("cilium.io",), ("ciliumnetworkpolicies",),
+                   ("get", "update", "patch", "create")),
         *rbac.OWNERS_GET,
     ),
     example=EXAMPLE,

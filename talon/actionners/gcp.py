@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from talon import params, registry
+from talon.plugin import ParamValueError, declare
 
 CLOUD_PERMISSIONS = """\
 cloudfunctions.functions.call
@@ -31,7 +31,7 @@ class FunctionParams:
     def __post_init__(self) -> None:
         for name in ("gcp_function_name", "gcp_function_location"):
             if not getattr(self, name).strip():
-                raise params.ParamValueError(name, f"parameter '{name}' can't be empty")
+                raise ParamValueError(name, f"parameter '{name}' can't be empty")
 
 
 EXAMPLE = """\
@@ -43,7 +43,7 @@ EXAMPLE = """\
     gcp_function_timeout: 10
 """
 
-registry.declare(
+declare(
     "actionner", "gcp", "function", params=FunctionParams,
     description="Invoke a GCP Function forwarding the Falco event payload",
     use_context=True, sources=("any",), requires=("google.auth",),

@@ -6,7 +6,7 @@ with metadata only; the fetch function comes later in this module.
 
 from __future__ import annotations
 
-from talon import registry
+from talon.plugin import declare
 
 KEYS = ("aws.instance_profile_arn", "aws.instance_profile_id", "aws.region")
 """Keys added to the event's context; as variables: AWS_INSTANCE_PROFILE_ARN, ..."""
@@ -27,7 +27,7 @@ EXAMPLE = """\
     aws_lambda_name: sample-function
 """
 
-registry.declare(
+declare(
     "context", "context", "aws",
     description=DESCRIPTION, sources=("any",),
     cloud_permissions="none: reads the instance metadata service (IMDSv2, 169.254.169.254)",

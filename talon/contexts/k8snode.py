@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from talon import registry
 from talon.clients import kube
-from talon.plugin import ActionContext, ActionError, context
+from talon.plugin import ActionContext, ActionError, Permission, context
 
 KEYS = ("node.hostname", "node.instancetype", "node.role", "node.topology.region",
         "node.topology.zone", "node.spec.providerid")
@@ -76,8 +75,8 @@ def facts(node: Any) -> dict[str, str]:
     "k8snode",
     description=DESCRIPTION,
     required_fields=("k8s.pod.name", "k8s.ns.name"), requires=("kubernetes",),
-    permissions=(registry.Permission(("",), ("pods",), ("get",)),
-                 registry.Permission(("",), ("nodes",), ("get",))),
+    permissions=(Permission(("",), ("pods",), ("get",)),
+                 Permission(("",), ("nodes",), ("get",))),
     example=EXAMPLE,
 )
 def k8snode(ctx: ActionContext) -> dict[str, str]:

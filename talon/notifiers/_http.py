@@ -22,9 +22,7 @@ from datetime import UTC, datetime
 from http.client import HTTPException
 from typing import Any
 
-from talon.errors import NotifyError
-from talon.models import Delivery
-from talon.params import ParamValueError
+from talon.plugin import Delivery, NotifyError, ParamValueError
 
 logger = logging.getLogger(__name__)
 

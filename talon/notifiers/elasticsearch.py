@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from talon.models import Delivery, Notification
 from talon.notifiers import _http
-from talon.params import ParamValueError
-from talon.registry import notifier
+from talon.plugin import Delivery, Notification, ParamValueError, notifier
 
 SUFFIX_FORMATS = {"daily": "%Y.%m.%d", "monthly": "%Y.%m", "annually": "%Y", "none": ""}
 _BAD_INDEX = re.compile(r'[\\/*?"<>| ,#:A-Z]')

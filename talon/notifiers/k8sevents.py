@@ -18,10 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from talon.clients import kube
-from talon.errors import NotifyError
-from talon.models import Delivery, Notification
 from talon.notifiers._text import sorted_objects
-from talon.registry import Permission, notifier
+from talon.plugin import Delivery, Notification, NotifyError, Permission, notifier
 
 COMPONENT = "falco-talon"
 REPORTING_COMPONENT = "falcosecurity.org/falco-talon"

@@ -16,10 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon.models import Delivery, Notification
 from talon.notifiers import _http, _text
-from talon.params import ParamValueError
-from talon.registry import notifier
+from talon.plugin import Delivery, Notification, ParamValueError, notifier
 
 PUSH_PATH = "/loki/api/v1/push"
 MAX_LABEL_VALUE = 2048

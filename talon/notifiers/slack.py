@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from talon.models import Delivery, Notification
 from talon.notifiers import _http, _text
-from talon.registry import notifier
+from talon.plugin import Delivery, Notification, notifier
 
 DEFAULT_ICON = "https://upload.wikimedia.org/wikipedia/commons/2/26/Circaetus_gallicus_claw.jpg"
 DEFAULT_FOOTER = "http://github.com/falcosecurity/falco-talon"

@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import ClassVar, Literal
 
-from talon.errors import NotifyError
-from talon.models import Delivery, Notification
 from talon.notifiers import _http, _text
-from talon.params import ParamValueError
-from talon.registry import notifier
+from talon.plugin import Delivery, Notification, NotifyError, ParamValueError, notifier
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,8 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from talon.models import Delivery, Notification
 from talon.notifiers import _http
-from talon.params import ParamValueError
-from talon.registry import notifier
+from talon.plugin import Delivery, Notification, ParamValueError, notifier
 
 METHODS = ("POST", "PUT", "PATCH")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from talon import params, registry
+from talon.plugin import ParamValueError, declare
 
 _BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
 
@@ -40,7 +40,7 @@ class S3Params:
 
     def __post_init__(self) -> None:
         if not _BUCKET.fullmatch(self.bucket):
-            raise params.ParamValueError(
+            raise ParamValueError(
                 "bucket", f"invalid bucket name '{self.bucket}': expected 3 to 63 "
                           f"lowercase letters, digits, '.' or '-'")
 
@@ -58,7 +58,7 @@ EXAMPLE = """\
       region: eu-west-1
 """
 
-registry.declare(
+declare(
     "output", "aws", "s3", params=S3Params,
     description="Store on AWS S3",
     requires=("boto3",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE,

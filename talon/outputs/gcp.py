@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from talon import params, registry
+from talon.plugin import ParamValueError, declare
 
 _BUCKET = re.compile(r"[a-z0-9._-]{3,222}")
 
@@ -35,7 +35,7 @@ class GcsParams:
 
     def __post_init__(self) -> None:
         if not _is_bucket(self.bucket):
-            raise params.ParamValueError(
+            raise ParamValueError(
                 "bucket", f"invalid bucket name '{self.bucket}': expected 3 to 63 "
                           f"lowercase letters, digits, '.', '_' or '-' (up to 222 with dots)")
 
@@ -52,7 +52,7 @@ EXAMPLE = """\
       prefix: files
 """
 
-registry.declare(
+declare(
     "output", "gcp", "gcs", params=GcsParams,
     description="Store on Google Cloud Storage",
     requires=("google.cloud.storage",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE,

@@ -22,8 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from talon import params
-from talon.plugin import Artifact, CheckFailedError, OutputContext, OutputError, Result, output
+from talon.plugin import (
+    Artifact,
+    CheckFailedError,
+    OutputContext,
+    OutputError,
+    ParamValueError,
+    Result,
+    output,
+)
 
 NAME_MAX = 255
 """Longest file name (bytes) on Linux filesystems."""
@@ -39,7 +46,7 @@ class FileParams:
 
     def __post_init__(self) -> None:
         if not pathlib.PurePosixPath(self.destination).is_absolute():
-            raise params.ParamValueError(
+            raise ParamValueError(
                 "destination",
                 f"parameter 'destination' must be an absolute path, got '{self.destination}'")
 

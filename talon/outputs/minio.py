@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from talon import params, registry
+from talon.plugin import ParamValueError, declare
 
 _BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
 
@@ -24,7 +24,7 @@ class MinioS3Params:
 
     def __post_init__(self) -> None:
         if not _BUCKET.fullmatch(self.bucket):
-            raise params.ParamValueError(
+            raise ParamValueError(
                 "bucket", f"invalid bucket name '{self.bucket}': expected 3 to 63 "
                           f"lowercase letters, digits, '.' or '-'")
 
@@ -41,7 +41,7 @@ EXAMPLE = """\
       prefix: /files
 """
 
-registry.declare(
+declare(
     "output", "minio", "s3", params=MinioS3Params,
     description="Store on Minio",
     requires=("minio",), example=EXAMPLE,

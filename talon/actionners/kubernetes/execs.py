@@ -24,16 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talon import context, params
 from talon.actionners.kubernetes import _stream, common, pods, rbac
 from talon.plugin import (
     ActionContext,
     ActionError,
     Artifact,
     CheckFailedError,
+    ParamValueError,
     Result,
     Status,
     actionner,
+    references,
 )
 
 DEFAULT_SHELL = "/bin/sh"
@@ -44,7 +45,7 @@ EXEC_PERMISSIONS = (rbac.PODS_GET_LIST, rbac.PODS_EXEC)
 
 def _require_text(name: str, value: str) -> None:
     if not value.strip():
-        raise params.ParamValueError(name, f"parameter '{name}' can't be empty")
+        raise ParamValueError(name, f"parameter '{name}' can't be empty")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,9 +76,9 @@ class ScriptParams:
 
     def __post_init__(self) -> None:
         if not self.script and not self.file:
-            raise params.ParamValueError("script", "missing parameter 'script' or 'file'")
+            raise ParamValueError("script", "missing parameter 'script' or 'file'")
         if self.script and self.file:
-            raise params.ParamValueError(
+            raise ParamValueError(
                 "script", "'script' and 'file' parameters can't be set at the same time")
         _require_text("shell", self.shell)
 
@@ -187,7 +188,7 @@ def shell_env(texts: Iterable[str], env: Mapping[str, str]) -> list[str]:
     """
     pairs: dict[str, str] = {}
     for text in texts:
-        for ref in context.references(text):
+        for ref in references(text):
             leading = _IDENTIFIER.match(ref)
             for name in dict.fromkeys((ref, leading.group() if leading else "")):
                 value = _lookup(name, env)

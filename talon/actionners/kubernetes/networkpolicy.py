@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import params, registry
 from talon.actionners.kubernetes import common, pods, rbac
-from talon.plugin import ActionContext, ActionError, Result, actionner
+from talon.plugin import ActionContext, ActionError, ParamValueError, Permission, Result, actionner
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -37,11 +36,11 @@ def check_allowances(allow_cidr: Sequence[str], allow_namespaces: Sequence[str])
                 raise ValueError(cidr)
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            raise params.ParamValueError(
+            raise ParamValueError(
                 f"allow_cidr[{index}]", f"wrong CIDR '{cidr}'") from None
     for index, namespace in enumerate(allow_namespaces):
         if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
-            raise params.ParamValueError(
+            raise ParamValueError(
                 f"allow_namespaces[{index}]",
                 f"wrong namespace '{namespace}': must be a DNS label (at most 63 lowercase "
                 f"letters, digits and '-', starting and ending with a letter or digit)")
@@ -201,8 +200,8 @@ def _write(k: Any, body: dict[str, Any], *, retry: bool = True) -> str:
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
     permissions=(
         rbac.PODS_GET_LIST,
-        registry.Permission(("networking.k8s.io",), ("networkpolicies",),
-                            ("get", "update", "patch", "create")),
+        Permission(("networking.k8s.io",), ("networkpolicies",),
+                   ("get", "update", "patch", "create")),
         *rbac.OWNERS_GET,
     ),
     example=NETWORKPOLICY_EXAMPLE,

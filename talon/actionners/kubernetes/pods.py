@@ -1,8 +1,8 @@
 """Kubernetes actionners acting on the event's pod or audit target: terminate, label,
 annotation, delete.
 
-Layer L2 (plug-in): imports talon.plugin, talon.params and its own package; the kubernetes
-SDK is imported only inside the run functions. Each params dataclass is also the parameter
+Layer L2 (plug-in): imports talon.plugin and its own package; the kubernetes SDK is
+imported only inside the run functions. Each params dataclass is also the parameter
 schema (see `talon.params`); the key/value checks follow the API server's own rules, so a
 bad label is reported by `talon check` instead of being rejected at run time.
 `check_min_healthy_replicas` and `below_min_healthy` are shared with kubernetes:drain.
@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from talon import params
 from talon.actionners.kubernetes import common, rbac
 from talon.plugin import (
     ActionContext,
     ActionError,
     CheckFailedError,
+    ParamValueError,
     Result,
     Status,
     actionner,
@@ -55,7 +55,7 @@ def check_min_healthy_replicas(value: str) -> None:
         return
     match = _MIN_HEALTHY.fullmatch(value)
     if match is None or (match.group(2) and int(match.group(1)) > 100):
-        raise params.ParamValueError(
+        raise ParamValueError(
             "min_healthy_replicas",
             f"parameter 'min_healthy_replicas' must be an integer >= 0 or a percentage "
             f"between 0% and 100%, got '{value}'")
@@ -83,12 +83,12 @@ def label_value_problem(value: str) -> str | None:
 
 def _check_keys(parameter: str, noun: str, entries: Mapping[str, str]) -> None:
     if not entries:
-        raise params.ParamValueError(
+        raise ParamValueError(
             parameter, f"parameter '{parameter}' should have at least one {noun}")
     for key in entries:
         problem = qualified_name_problem(key)
         if problem:
-            raise params.ParamValueError(
+            raise ParamValueError(
                 f"{parameter}.{key}", f"invalid {noun} key '{key}': {problem}")
 
 
@@ -130,7 +130,7 @@ class LabelParams:
         for key, value in self.labels.items():
             problem = label_value_problem(value)
             if problem:
-                raise params.ParamValueError(
+                raise ParamValueError(
                     f"labels.{key}", f"invalid label value '{value}': {problem}")
 
 

@@ -1,15 +1,13 @@
 """Kubernetes RBAC rules shared by the kubernetes, calico and cilium actionners.
 
-Layer L2 (plug-in support): stdlib and `talon.registry` only. Each constant is one rule of
+Layer L2 (plug-in support): stdlib and `talon.plugin` only. Each constant is one rule of
 the ClusterRole that Talon's service account needs; a plug-in lists the rules it uses in its
 `permissions` metadata, so `talon actionners list` can print the ClusterRole to grant.
 """
 
 from __future__ import annotations
 
-from talon import registry
-
-Permission = registry.Permission
+from talon.plugin import Permission
 
 CORE = ""
 APPS = "apps"
