@@ -159,15 +159,20 @@ def test_bad_input_gets_4xx_and_the_server_keeps_serving(start: Launch,
     assert len(records(out, 3)) == 3
 
 
-def test_sigterm_processes_every_queued_event(start: Launch,
-                                              tmp_path: Path) -> None:
-    out = tmp_path / "calls.jsonl"
-    server = start(f"""
+
+def slow_rule(out: Path, sleep: float) -> str:
+    """One rule whose action records the call in `out` after sleeping `sleep` seconds."""
+    return f"""
         - rule: Slow
           actions:
             - {{action: slow, actionner: test:record,
-               parameters: {{file: "{out}", sleep: 0.1}}}}
-        """, "workers: 1\n")
+               parameters: {{file: "{out}", sleep: {sleep}}}}}
+        """
+
+def test_sigterm_processes_every_queued_event(start: Launch,
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(slow_rule(out, 0.1), "workers: 1\n")
     for i in range(10):
         assert server.post(event(pod=f"p{i}", output=f"o{i}")) == 200
     server.proc.send_signal(signal.SIGTERM)
@@ -282,12 +287,7 @@ def test_unreachable_cluster_is_a_clear_start_error(start: Launch, tmp_path: Pat
 
 def test_metrics_show_busy_workers(start: Launch, tmp_path: Path) -> None:
     out = tmp_path / "calls.jsonl"
-    server = start(f"""
-        - rule: Slow
-          actions:
-            - {{action: slow, actionner: test:record,
-               parameters: {{file: "{out}", sleep: 1.5}}}}
-        """, "workers: 2\n")
+    server = start(slow_rule(out, 1.5), "workers: 2\n")
     for pod in ("a", "a", "b"):  # a's second event waits for a's first: same pod, in order
         assert server.post(event(pod=pod, output=f"o-{pod}-{time.monotonic()}")) == 200
     time.sleep(0.5)
