@@ -170,11 +170,16 @@ class LineHandler(logging.Handler):
     lines per event), by the daemon thread `talon-log-flush`; a WARNING or worse line is
     written at once, with every line before it, so that order is kept and failures are
     never held back. `flush()` (also run by `logging.shutdown` at exit) writes the rest.
+    At most `max_pending` lines wait: beyond that the thread logging writes them itself,
+    so a stalled log reader slows Talon down (as unbatched logging would) instead of
+    filling its memory.
     """
 
-    def __init__(self, stream: TextIO, flush_interval: float = 0.0) -> None:
+    def __init__(self, stream: TextIO, flush_interval: float = 0.0,
+                 max_pending: int = 10_000) -> None:
         super().__init__()
         self.stream, self.flush_interval = stream, flush_interval
+        self.max_pending = max_pending
         self._pending: list[str] = []
         self._pending_lock = threading.Lock()
         self._writing = threading.Lock()
@@ -198,7 +203,8 @@ class LineHandler(logging.Handler):
             line = self.format(record) + "\n"
             with self._pending_lock:
                 self._pending.append(line)
-            if record.levelno >= logging.WARNING or self.flush_interval <= 0:
+                full = len(self._pending) >= self.max_pending
+            if full or record.levelno >= logging.WARNING or self.flush_interval <= 0:
                 self.flush()
             elif not self._dirty.is_set():
                 self._dirty.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 
 from talon import log, models
@@ -139,3 +140,40 @@ def test_a_warning_is_written_at_once_after_the_lines_before_it() -> None:
         assert "status=ignored" in stream.getvalue().splitlines()[2]
     finally:
         log.setup("json", stream=io.StringIO())
+
+
+class _Stalled(io.StringIO):
+    """A stream whose writes block until `release` is set, like a stuck log reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_stalled_reader_holds_back_the_logging_thread_not_memory() -> None:
+    stream = _Stalled()
+    handler = log.LineHandler(stream, flush_interval=0.01, max_pending=5)
+    handler.setFormatter(log.formatter("text", stream))
+    logger = logging.getLogger("talon.test.stalled")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    writer = threading.Thread(target=lambda: [
+        log.emit(logger, logging.INFO, "line", seq=i) for i in range(20)])
+    try:
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive()  # blocked behind the stalled write, not buffering on
+        stream.release.set()
+        writer.join(5)
+        handler.flush()
+        assert [line.split("seq=")[1] for line in stream.getvalue().splitlines()] == \
+            [str(i) for i in range(20)]
+    finally:
+        stream.release.set()
+        logger.removeHandler(handler)
+        handler.close()
