@@ -5,34 +5,27 @@ YAML file, environment variables, command-line overrides. Keys match case-insens
 (upstream's viper lower-cases them) while user data inside maps keeps its case. Unknown
 keys are errors naming the nearest known key, and every problem from every source is
 reported together in one `ConfigError`. The schema lives on the dataclass fields (type,
-default, `metadata`), so the loader, `ENV_VARS` and the docs cannot drift apart.
+default, `metadata`, read by `talon.configschema`), so the loader, `ENV_VARS` and the
+docs cannot drift apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
-import re
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from talon import models, params, yamlio
+from talon.configschema import Field, convert, fields_of, meta, show
 from talon.errors import ConfigError
 
 MASK = "***"
-
-
-def _meta(help_: str, *, min_: float | None = None, max_: float | None = None,
-          gt: float | None = None, env: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
-          check: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """Field metadata: help text, bounds, extra env names, extra file keys, normaliser."""
-    return {"help": help_, "min": min_, "max": max_, "gt": gt, "env": env,
-            "aliases": aliases, "check": check}
+_NOTIFIERS = "notifiers"
 
 
 def _log_format(value: str) -> str:
@@ -74,20 +67,20 @@ def _not_empty(value: str) -> str:
 class OtelSettings:
     """OpenTelemetry export (section `otel`)."""
 
-    traces_enabled: bool = field(default=False, metadata=_meta("Export traces"))
+    traces_enabled: bool = field(default=False, metadata=meta("Export traces"))
     """Send traces to the OTEL collector."""
-    metrics_enabled: bool = field(default=False, metadata=_meta("Export metrics"))
+    metrics_enabled: bool = field(default=False, metadata=meta("Export metrics"))
     """Send metrics to the OTEL collector."""
-    collector_endpoint: str = field(default="localhost", metadata=_meta("OTEL collector host"))
+    collector_endpoint: str = field(default="localhost", metadata=meta("OTEL collector host"))
     """Host name or address of the OTEL collector."""
-    collector_port: int = field(default=4317, metadata=_meta(
+    collector_port: int = field(default=4317, metadata=meta(
         "OTEL collector port", min_=1, max_=65535))
     """gRPC port of the OTEL collector."""
-    collector_use_insecure_grpc: bool = field(default=False, metadata=_meta(
+    collector_use_insecure_grpc: bool = field(default=False, metadata=meta(
         "Plain-text gRPC to the collector", aliases=("otel.use_insecure_grpc",),
         env=("OTEL_USE_INSECURE_GRPC",)))
     """Talk to the collector without TLS (`use_insecure_grpc` is accepted, as in the docs)."""
-    timeout: int = field(default=10, metadata=_meta("OTEL export timeout (s)", min_=1))
+    timeout: int = field(default=10, metadata=meta("OTEL export timeout (s)", min_=1))
     """Export timeout in seconds."""
 
 
@@ -95,21 +88,21 @@ class OtelSettings:
 class DedupSettings:
     """De-duplication of repeated events and the leader lease (section `deduplication`)."""
 
-    leader_election: bool = field(default=True, metadata=_meta("Elect a leader via a lease"))
+    leader_election: bool = field(default=True, metadata=meta("Elect a leader via a lease"))
     """Elect one leader among replicas through a Kubernetes Lease (cluster mode)."""
-    time_window_seconds: int = field(default=5, metadata=_meta(
+    time_window_seconds: int = field(default=5, metadata=meta(
         "Dedup window (s), 0 disables", min_=0))
     """Events with the same key inside this window run once; 0 disables de-duplication."""
-    key: tuple[str, ...] = field(default=(), metadata=_meta(
+    key: tuple[str, ...] = field(default=(), metadata=meta(
         "Event fields forming the dedup key", check=_dedup_key))
     """Event fields making the key (`rule`, `output_fields.<field>`…); empty = the output text."""
-    lease_name: str = field(default="falco-talon", metadata=_meta(
+    lease_name: str = field(default="falco-talon", metadata=meta(
         "Name of the leader lease", check=_not_empty))
     """Name of the Lease object used for leader election."""
-    lease_namespace: str = field(default="", metadata=_meta(
+    lease_namespace: str = field(default="", metadata=meta(
         "Namespace of the leader lease", env=("NAMESPACE",)))
     """Namespace of the Lease; empty = the pod's own namespace."""
-    max_entries: int = field(default=100000, metadata=_meta("Max keys remembered", min_=1))
+    max_entries: int = field(default=100000, metadata=meta("Max keys remembered", min_=1))
     """Upper bound on the keys remembered in the window (oldest dropped first)."""
 
 
@@ -117,16 +110,16 @@ class DedupSettings:
 class AwsSettings:
     """AWS credentials for aws:* plug-ins (section `aws`); empty = the SDK's own chain."""
 
-    role_arn: str = field(default="", metadata=_meta("IAM role to assume"))
+    role_arn: str = field(default="", metadata=meta("IAM role to assume"))
     """ARN of a role to assume."""
-    external_id: str = field(default="", metadata=_meta(
+    external_id: str = field(default="", metadata=meta(
         "External ID for the role", env=("AWS_ROLE_EXTERNAL_ID",)))
     """External ID used when assuming `role_arn`."""
-    region: str = field(default="", metadata=_meta("AWS region"))
+    region: str = field(default="", metadata=meta("AWS region"))
     """Region; empty = the SDK's default."""
-    access_key: str = field(default="", metadata=_meta("AWS access key"))
+    access_key: str = field(default="", metadata=meta("AWS access key"))
     """Static access key (secret)."""
-    secret_key: str = field(default="", metadata=_meta("AWS secret key"))
+    secret_key: str = field(default="", metadata=meta("AWS secret key"))
     """Static secret key (secret)."""
 
 
@@ -134,13 +127,13 @@ class AwsSettings:
 class MinioSettings:
     """MinIO connection for the minio:s3 output (section `minio`)."""
 
-    endpoint: str = field(default="", metadata=_meta("MinIO endpoint"))
+    endpoint: str = field(default="", metadata=meta("MinIO endpoint"))
     """host:port of the MinIO server."""
-    access_key: str = field(default="", metadata=_meta("MinIO access key"))
+    access_key: str = field(default="", metadata=meta("MinIO access key"))
     """Access key (secret)."""
-    secret_key: str = field(default="", metadata=_meta("MinIO secret key"))
+    secret_key: str = field(default="", metadata=meta("MinIO secret key"))
     """Secret key (secret)."""
-    use_ssl: bool = field(default=False, metadata=_meta("Use TLS with MinIO"))
+    use_ssl: bool = field(default=False, metadata=meta("Use TLS with MinIO"))
     """Connect with TLS."""
 
 
@@ -148,9 +141,9 @@ class MinioSettings:
 class GcpSettings:
     """Google Cloud access for gcp:* plug-ins (section `gcp`)."""
 
-    credentials_path: str = field(default="", metadata=_meta("GCP credentials JSON file"))
+    credentials_path: str = field(default="", metadata=meta("GCP credentials JSON file"))
     """Path of a service-account JSON file; empty = application default credentials."""
-    region: str = field(default="", metadata=_meta("GCP region"))
+    region: str = field(default="", metadata=meta("GCP region"))
     """Default region."""
 
 
@@ -158,67 +151,67 @@ class GcpSettings:
 class Settings:
     """Everything Talon reads at start-up; built by `load`, never mutated."""
 
-    listen_address: str = field(default="0.0.0.0", metadata=_meta(  # noqa: S104
+    listen_address: str = field(default="0.0.0.0", metadata=meta(  # noqa: S104
         "HTTP listen address"))
     """Address the HTTP server binds."""
-    listen_port: int = field(default=2803, metadata=_meta(
+    listen_port: int = field(default=2803, metadata=meta(
         "HTTP listen port (0 = any free)", min_=0, max_=65535))
     """Port the HTTP server binds; 0 picks a free port."""
-    rules_files: tuple[str, ...] = field(default=(), metadata=_meta("Rules files"))
+    rules_files: tuple[str, ...] = field(default=(), metadata=meta("Rules files"))
     """Rules files, later ones override earlier ones; empty = the CLI's default."""
-    watch_rules: bool = field(default=True, metadata=_meta("Reload rules when they change"))
+    watch_rules: bool = field(default=True, metadata=meta("Reload rules when they change"))
     """Reload the rules when a file changes."""
-    print_all_events: bool = field(default=False, metadata=_meta("Log every received event"))
+    print_all_events: bool = field(default=False, metadata=meta("Log every received event"))
     """Log every received event, not only the matching ones."""
-    kubeconfig: str = field(default="", metadata=_meta("Kubeconfig file (outside k8s)"))
+    kubeconfig: str = field(default="", metadata=meta("Kubeconfig file (outside k8s)"))
     """Kubeconfig path, when running outside Kubernetes; empty = in-cluster."""
-    log_format: str = field(default="color", metadata=_meta(
+    log_format: str = field(default="color", metadata=meta(
         "Log format: text, color, json", check=_log_format))
     """`text`, `color` or `json` (stored lower-case)."""
-    dry_run: bool = field(default=False, metadata=_meta("Log actions, run none"))
+    dry_run: bool = field(default=False, metadata=meta("Log actions, run none"))
     """Match and log, but run no action."""
-    workers: int = field(default=8, metadata=_meta("Event worker threads", min_=1, max_=256))
+    workers: int = field(default=8, metadata=meta("Event worker threads", min_=1, max_=256))
     """Threads running actions."""
-    queue_size: int = field(default=1000, metadata=_meta("Event queue capacity", min_=1))
+    queue_size: int = field(default=1000, metadata=meta("Event queue capacity", min_=1))
     """Events waiting for a worker; beyond it POST / answers 503."""
-    max_body_bytes: int = field(default=1048576, metadata=_meta(
+    max_body_bytes: int = field(default=1048576, metadata=meta(
         "Max request body (bytes)", min_=1024))
     """Largest accepted request body."""
-    max_connections: int = field(default=256, metadata=_meta("Max open connections", min_=1))
+    max_connections: int = field(default=256, metadata=meta("Max open connections", min_=1))
     """Concurrent HTTP connections served."""
-    read_timeout_seconds: float = field(default=10.0, metadata=_meta(
+    read_timeout_seconds: float = field(default=10.0, metadata=meta(
         "HTTP read timeout (s)", gt=0))
     """Time allowed to read one request."""
-    idle_timeout_seconds: float = field(default=60.0, metadata=_meta(
+    idle_timeout_seconds: float = field(default=60.0, metadata=meta(
         "HTTP keep-alive idle timeout (s)", gt=0))
     """Idle time before a kept-alive connection is closed."""
-    action_timeout_seconds: float = field(default=120.0, metadata=_meta(
+    action_timeout_seconds: float = field(default=120.0, metadata=meta(
         "Timeout of one action (s)", gt=0))
     """Time allowed to one action."""
-    shutdown_timeout_seconds: float = field(default=30.0, metadata=_meta(
+    shutdown_timeout_seconds: float = field(default=30.0, metadata=meta(
         "Grace period on shutdown (s)", min_=0))
     """Time given to queued work on shutdown."""
-    notifier_workers: int = field(default=4, metadata=_meta("Notifier threads", min_=1))
+    notifier_workers: int = field(default=4, metadata=meta("Notifier threads", min_=1))
     """Threads sending notifications."""
-    notifier_queue_size: int = field(default=1000, metadata=_meta(
+    notifier_queue_size: int = field(default=1000, metadata=meta(
         "Notification queue capacity", min_=1))
     """Notifications waiting for a thread; beyond it they are dropped and counted."""
-    notifier_timeout_seconds: float = field(default=10.0, metadata=_meta(
+    notifier_timeout_seconds: float = field(default=10.0, metadata=meta(
         "Timeout of one notification (s)", gt=0))
     """Time allowed to one notification attempt."""
-    notifier_retries: int = field(default=3, metadata=_meta("Notification retries", min_=0))
+    notifier_retries: int = field(default=3, metadata=meta("Notification retries", min_=0))
     """Extra attempts after a failed notification."""
-    reload_interval_seconds: float = field(default=1.0, metadata=_meta(
+    reload_interval_seconds: float = field(default=1.0, metadata=meta(
         "Rules poll interval (s)", gt=0))
     """How often the rules files are checked for changes."""
-    plugins: tuple[str, ...] = field(default=(), metadata=_meta(
+    plugins: tuple[str, ...] = field(default=(), metadata=meta(
         "Extra plug-in modules or .py files"))
     """Importable module names or .py paths loaded after the built-in plug-ins."""
     otel: OtelSettings = field(default_factory=OtelSettings)
     """OpenTelemetry export."""
     deduplication: DedupSettings = field(default_factory=DedupSettings)
     """De-duplication and leader election."""
-    default_notifiers: tuple[str, ...] = field(default=(), metadata=_meta(
+    default_notifiers: tuple[str, ...] = field(default=(), metadata=meta(
         "Notifiers used by every rule", check=_lower_items))
     """Notifiers enabled for every rule (names lower-cased)."""
     notifiers: Mapping[str, Mapping[str, Any]] = field(
@@ -247,48 +240,13 @@ def redacted(settings: Settings) -> dict[str, Any]:
 # --- schema, derived from the dataclasses -------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Field:
-    """One leaf setting: dotted key, value kind and the rules from its metadata."""
-
-    key: str
-    kind: str
-    default: Any
-    help: str
-    env: tuple[str, ...]
-    aliases: tuple[str, ...]
-    min: float | None
-    max: float | None
-    gt: float | None
-    check: Callable[[Any], Any] | None
-
-
-_KINDS: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool",
-                          tuple[str, ...]: "list"}
-_NOTIFIERS = "notifiers"
-
-
-def _fields_of(cls: type, prefix: str = "") -> Iterator[_Field]:
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _fields_of(hints[f.name], key + ".")
-        elif key != _NOTIFIERS:
-            meta = f.metadata
-            yield _Field(key=key, kind=_KINDS[hints[f.name]], default=f.default,
-                         help=meta["help"], env=(key.upper().replace(".", "_"), *meta["env"]),
-                         aliases=meta["aliases"], min=meta["min"], max=meta["max"],
-                         gt=meta["gt"], check=meta["check"])
-
-
-_FIELDS: tuple[_Field, ...] = tuple(_fields_of(Settings))
-_BY_NAME: dict[str, _Field] = {name: f for f in _FIELDS for name in (f.key, *f.aliases)}
+_FIELDS: tuple[Field, ...] = tuple(fields_of(Settings, skip=(_NOTIFIERS,)))
+_BY_NAME: dict[str, Field] = {name: f for f in _FIELDS for name in (f.key, *f.aliases)}
 _SECTIONS = frozenset(name.split(".")[0] for name in _BY_NAME if "." in name)
 _KNOWN = sorted({f.key for f in _FIELDS} | _SECTIONS | {_NOTIFIERS})
 
 
-def _describe(f: _Field) -> str:
+def _describe(f: Field) -> str:
     also = f"; also {', '.join(f.env[1:])}" if len(f.env) > 1 else ""
     return f.help + also
 
@@ -299,104 +257,6 @@ ENV_VARS: tuple[tuple[str, str, Any, str], ...] = (
      "One notifier setting (string value)"),
 )
 """(dotted key, environment variable, default, description) for every setting."""
-
-
-# --- value conversion ----------------------------------------------------------------------
-
-_INT_RX = re.compile(r"[+-]?\d+")
-_FLOAT_RX = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_BOOLS = {"true": True, "false": False}
-_ENV_BOOLS = {**_BOOLS, "1": True, "0": False, "yes": True, "no": False}
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a map"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return repr(value)
-
-
-def _to_str(value: Any, from_env: bool) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    raise ValueError(f"expected string, got {_show(value)}")
-
-
-def _to_int(value: Any, from_env: bool) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _INT_RX.fullmatch(value.strip()):
-        return int(value.strip())
-    raise ValueError(f"expected integer, got {_show(value)}")
-
-
-def _to_float(value: Any, from_env: bool) -> float:
-    number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and _FLOAT_RX.fullmatch(value.strip()):
-        number = float(value.strip())
-    if number is None or not math.isfinite(number):
-        raise ValueError(f"expected number, got {_show(value)}")
-    return number
-
-
-def _to_bool(value: Any, from_env: bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    table = _ENV_BOOLS if from_env else _BOOLS
-    if isinstance(value, str) and value.strip().lower() in table:
-        return table[value.strip().lower()]
-    words = "/".join(table)
-    raise ValueError(f"expected boolean ({words}), got {_show(value)}")
-
-
-def _to_list(value: Any, from_env: bool) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(item.strip() for item in value.split(",") if item.strip())
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"expected a list or a comma-separated string, got {_show(value)}")
-    items = []
-    for index, item in enumerate(value):
-        if isinstance(item, Mapping | list | tuple) or item is None:
-            raise ValueError(f"item {index}: expected string, got {_show(item)}")
-        items.append(_to_str(item, from_env))
-    return tuple(items)
-
-
-_CONVERT: dict[str, Callable[[Any, bool], Any]] = {
-    "str": _to_str, "int": _to_int, "float": _to_float, "bool": _to_bool, "list": _to_list}
-
-
-def _check_range(f: _Field, value: Any) -> None:
-    if f.kind not in ("int", "float"):
-        return
-    if f.gt is not None and not value > f.gt:
-        raise ValueError(f"must be > {f.gt}, got {value}")
-    low = f.min is not None and value < f.min
-    high = f.max is not None and value > f.max
-    if (low or high) and f.min is not None and f.max is not None:
-        raise ValueError(f"must be between {f.min} and {f.max}, got {value}")
-    if low:
-        raise ValueError(f"must be >= {f.min}, got {value}")
-    if high:
-        raise ValueError(f"must be <= {f.max}, got {value}")
-
-
-def _convert(f: _Field, value: Any, *, from_env: bool) -> Any:
-    """The typed, checked value of `f`; raises ValueError with the reason."""
-    result = _CONVERT[f.kind](value, from_env)
-    if f.check is not None:
-        result = f.check(result)
-    _check_range(f, result)
-    return result
 
 
 # --- sources -------------------------------------------------------------------------------
@@ -417,10 +277,10 @@ def _suggest(dotted: str) -> str:
     return f" (did you mean '{near[0]}'?)" if near else ""
 
 
-def _put(layer: _Layer, f: _Field, value: Any, where: str, problems: list[str],
+def _put(layer: _Layer, f: Field, value: Any, where: str, problems: list[str],
          *, from_env: bool = False) -> None:
     try:
-        layer.values[f.key] = _convert(f, value, from_env=from_env)
+        layer.values[f.key] = convert(f, value, from_env=from_env)
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
 
@@ -454,9 +314,9 @@ class _FileReader:
         if isinstance(value, Mapping):
             self.walk(value, dotted + ".")
         elif value is not None:
-            self.problems.append(f"{where}: expected a map, got {_show(value)}")
+            self.problems.append(f"{where}: expected a map, got {show(value)}")
 
-    def leaf(self, f: _Field, value: Any, where: str, dotted: str) -> None:
+    def leaf(self, f: Field, value: Any, where: str, dotted: str) -> None:
         if value is None:
             return
         if f.key in self.seen:
@@ -469,7 +329,7 @@ class _FileReader:
         if value is None:
             return
         if not isinstance(value, Mapping):
-            self.problems.append(f"{where}: expected a map of notifiers, got {_show(value)}")
+            self.problems.append(f"{where}: expected a map of notifiers, got {show(value)}")
             return
         for key, settings in value.items():
             name = str(key).lower()
@@ -479,7 +339,7 @@ class _FileReader:
         if name in self.layer.notifiers:
             self.problems.append(f"{where}: duplicate notifier")
         elif settings is not None and not isinstance(settings, Mapping):
-            self.problems.append(f"{where}: expected a map of settings, got {_show(settings)}")
+            self.problems.append(f"{where}: expected a map of settings, got {show(settings)}")
         else:
             self.layer.notifiers[name] = self.settings(settings or {}, where)
 
@@ -516,7 +376,7 @@ def _file_layer(path: str | None, required: bool, problems: list[str]) -> _Layer
     if isinstance(data, Mapping):
         reader.walk(data)
     elif data is not None:
-        problems.append(f"{path}: expected a map at the top level, got {_show(data)}")
+        problems.append(f"{path}: expected a map at the top level, got {show(data)}")
     return reader.layer
 
 
