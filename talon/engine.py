@@ -281,8 +281,9 @@ class Engine:
                             namespace=objects.get("namespace", ""), pod=objects.get("pod", ""))
         self._log_action(event, rule, action, status, output=output, error=error,
                          objects=objects)
-        if self.default_notifiers or rule.notifiers:
-            self._notify(rule, Notification(
+        names = self._notifiers(rule)
+        if names:  # a Notification is only built for someone to receive it
+            self.notify_sink(names, Notification(
                 message="action", status=str(status), trace_id=event.trace_id, rule=rule.name,
                 action=action.name, actionner=action.actionner, event=event.output,
                 priority=event.priority, source=event.source, output=output, error=error,
@@ -297,10 +298,9 @@ class Engine:
                  dry_run=dry_run or None, event=event.rule,
                  **{k.lower(): v for k, v in objects.items()}, **fields)
 
-    def _notify(self, rule: Rule, notification: Notification) -> None:
-        names = tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
-        if names:
-            self.notify_sink(names, notification)
+    def _notifiers(self, rule: Rule) -> tuple[str, ...]:
+        """Who hears about `rule`'s results: the default notifiers, then the rule's own."""
+        return tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
 
     # -- output stage -----------------------------------------------------------------
 
@@ -331,17 +331,20 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
-        self.metrics.outputs.labels(rule.name, action.name, target, str(status)).inc()
+        self.metrics.child(self.metrics.outputs, rule.name, action.name, target,
+                           str(status)).inc()
         level = logging.ERROR if status == Status.FAILURE else logging.INFO
         log.emit(logger, level, "output", rule=rule.name, action=action.name,
                  actionner=action.actionner, output_target=target, status=str(status),
                  result=stored.output, error=stored.error, trace_id=event.trace_id,
                  **{k.lower(): v for k, v in stored.objects.items()})
-        self._notify(rule, Notification(
-            message="output", status=str(status), trace_id=event.trace_id, rule=rule.name,
-            action=action.name, actionner=action.actionner, event=event.output,
-            output_target=target, category=target.split(":", 1)[0], result=stored.output,
-            error=stored.error, objects=dict(stored.objects)))
+        names = self._notifiers(rule)
+        if names:
+            self.notify_sink(names, Notification(
+                message="output", status=str(status), trace_id=event.trace_id, rule=rule.name,
+                action=action.name, actionner=action.actionner, event=event.output,
+                output_target=target, category=target.split(":", 1)[0], result=stored.output,
+                error=stored.error, objects=dict(stored.objects)))
         return status != Status.FAILURE
 
 
