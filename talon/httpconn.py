@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import random
 import re
 import socket
 import time
@@ -111,12 +110,6 @@ def set_timeout(sock: socket.socket, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
-_random = random.Random()  # noqa: S311 - trace ids correlate logs; they are not secrets
-
-
-def new_trace_id() -> str:
-    """32 lowercase hex digits, never all zero (W3C); no system call per request."""
-    return f"{_random.getrandbits(128) | 1:032x}"
 
 
 def trace_id_from(traceparent: list[str] | None) -> str | None:
@@ -145,6 +138,7 @@ class Server(Protocol):
     config: Config
 
     def date(self) -> str: ...
+    def new_trace_id(self) -> str: ...
     def track_idle(self, sock: socket.socket) -> bool: ...
     def untrack_idle(self, sock: socket.socket) -> None: ...
     def begin_request(self) -> bool: ...
@@ -265,7 +259,7 @@ class Handler(BaseHTTPRequestHandler):
     def _ingest(self) -> None:
         config = self.server.config
         body = self._read_body()
-        trace_id = trace_id_from(self.headers.get_all("traceparent")) or new_trace_id()
+        trace_id = trace_id_from(self.headers.get_all("traceparent")) or self.server.new_trace_id()
         try:
             event = models.decode(body, trace_id=trace_id)
         except EventError as exc:

@@ -92,17 +92,23 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return ordered
 
 
-_second: list[Any] = [None, ""]
+class _Clock:
+    """RFC 3339 UTC times with milliseconds; the date part is formatted once per second.
 
+    The (second, text) pair is replaced in one assignment, so a thread never pairs one
+    second's number with another second's text.
+    """
 
-def _time(record: logging.LogRecord) -> str:
-    """RFC 3339 UTC with milliseconds; the date part is formatted once per second."""
-    whole = int(record.created)
-    cache = _second
-    if cache[0] != whole:
-        cache[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cache[0] = whole
-    return f"{cache[1]}.{int((record.created - whole) * 1000):03d}Z"
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, record: logging.LogRecord) -> str:
+        whole = int(record.created)
+        second, text = self._second
+        if second != whole:
+            text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (whole, text)
+        return f"{text}.{int((record.created - whole) * 1000):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
@@ -111,10 +117,11 @@ class TextFormatter(logging.Formatter):
     def __init__(self, color: bool = False, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.color, self.mask = color, _Masker(secrets)
+        self._time = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVELS.get(record.levelno, "INF")
-        parts = [_time(record), self._paint(level, level), escape(record.getMessage())]
+        parts = [self._time(record), self._paint(level, level), escape(record.getMessage())]
         mask = self.mask if self.mask.secrets else None
         for key, value in _fields(record).items():
             text = value if type(value) is str else _text(value)
@@ -142,10 +149,11 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.mask = _Masker(secrets)
+        self._time = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
         level = _NAMES.get(record.levelno) or record.levelname.lower()
-        parts = [f'{{"level": "{level}", "time": "{_time(record)}", "message": '
+        parts = [f'{{"level": "{level}", "time": "{self._time(record)}", "message": '
                  f"{_json_string(record.getMessage())}"]
         for key, value in _fields(record).items():
             text = _json_string(value) if type(value) is str else _ENCODER.encode(value)
