@@ -95,7 +95,7 @@ class Dispatcher:
             try:
                 self._q.put_nowait((name, notification))
             except queue.Full:
-                self.metrics.notifications.labels(name, "dropped").inc()
+                self.metrics.child(self.metrics.notifications, name, "dropped").inc()
                 log.emit(logger, logging.ERROR, "notification", notifier=name,
                          status="dropped", error="notification queue full",
                          trace_id=notification.trace_id)
@@ -114,12 +114,12 @@ class Dispatcher:
         try:
             self.notifiers[name].send(n)
         except Exception as exc:  # noqa: BLE001 - delivery failures are logged and counted
-            self.metrics.notifications.labels(name, "failure").inc()
+            self.metrics.child(self.metrics.notifications, name, "failure").inc()
             log.emit(logger, logging.ERROR, "notification", notifier=name, status="failure",
                      rule=n.rule, action=n.action, stage=n.message, error=str(exc),
                      trace_id=n.trace_id)
             return
-        self.metrics.notifications.labels(name, "success").inc()
+        self.metrics.child(self.metrics.notifications, name, "success").inc()
         log.emit(logger, logging.INFO, "notification", notifier=name, status="success",
                  rule=n.rule, action=n.action, stage=n.message, trace_id=n.trace_id)
 
