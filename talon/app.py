@@ -81,18 +81,11 @@ def _rule_loader(settings: Settings, registry: Registry,
     return lambda: rules.load(paths, registry, notifiers=configured)
 
 
-def _log_problems(exc: RulesError) -> None:
-    for p in exc.problems:
-        level = logging.ERROR if p.severity == "error" else logging.WARNING
-        log.emit(logger, level, "rules", error=str(p))
-
-
 def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) -> App:
     """Assemble every part (nothing started); raises RulesError or ConfigError."""
     load = _rule_loader(settings, registry, rules_paths)
     ruleset = load()
-    for p in ruleset.warnings:
-        log.emit(logger, logging.WARNING, "rules", error=str(p))
+    log.problems(logger, ruleset.warnings)
     metrics = Metrics()
     metrics.rules_loaded.set(len(ruleset.rules))
     names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
@@ -166,7 +159,7 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
     try:
         app = build(settings, registry, rules_paths)
     except RulesError as exc:
-        _log_problems(exc)
+        log.problems(logger, exc.problems)
         log.emit(logger, logging.CRITICAL, "rules", error="invalid rules")
         return 1
     except ConfigError as exc:

@@ -51,6 +51,13 @@ def emit(logger: logging.Logger, level: int, message: str, **fields: Any) -> Non
         logger.handle(record)
 
 
+def problems(logger: logging.Logger, found: Iterable[Any], message: str = "rules") -> None:
+    """Log each problem (a `talon.errors.Problem`): errors at ERROR, warnings at WARNING."""
+    for p in found:
+        level = logging.ERROR if p.severity == "error" else logging.WARNING
+        emit(logger, level, message, error=str(p))
+
+
 def escape(text: str) -> str:
     """Make `text` safe on one log line: no raw control characters, quotes escaped."""
     out = text.translate(_ESCAPES)

@@ -101,14 +101,13 @@ class Reloader:
         try:
             ruleset = self._load()
         except RulesError as exc:
-            for p in exc.problems:
-                level = logging.ERROR if p.severity == "error" else logging.WARNING
-                log.emit(logger, level, "rules", error=str(p))
+            log.problems(logger, exc.problems)
             log.emit(logger, logging.ERROR, "rules",
                      error="invalid rules: the rules in force are kept")
             self._on_result(False)
             return False
         self._apply(ruleset)
+        log.problems(logger, ruleset.warnings)  # as at start-up: a typo'd key is not silent
         log.emit(logger, logging.INFO, "rules",
                  result=f"{len(ruleset.rules)} rule(s) have been successfully loaded")
         self._on_result(True)

@@ -116,9 +116,11 @@ def test_hot_reload_and_invalid_rules_keep_the_old_set(start: Launch,
     rules_path = tmp_path / "rules.yaml"
     rules_path.write_text(textwrap.dedent(f"""
         - rule: New
+          notes: a key Talon does not know
           actions: [{{action: new, actionner: test:record, parameters: {{file: "{out}"}}}}]
         """))
     server.wait_log("1 rule\\(s\\) have been successfully loaded")
+    assert "unknown key 'notes' is ignored" in server.log()  # warnings of a reload are shown
     assert server.post(event()) == 200
     assert [c["action"] for c in records(out, 1)] == ["new"]
     rules_path.write_text("- rule: Broken\n  actions: [{action: x, actionner: test:nope}]\n")
