@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import json
 import logging
 import ssl
 import time
@@ -102,6 +103,11 @@ def redact(url: str) -> str:
 def join(base: str, path: str) -> str:
     """`base` without trailing slashes + `path` (which starts with a slash)."""
     return base.rstrip("/") + path
+
+
+def json_body(data: Any) -> bytes:
+    """`data` as a JSON request body plus the trailing newline the Go encoder writes."""
+    return json.dumps(data).encode() + b"\n"
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -3,7 +3,8 @@
 Layer L2 (notifiers package, stdlib only). `normalise` turns a raw `notifiers.<name>`
 mapping (YAML values, or strings from the environment) into what `talon.params.coerce`
 expects for a settings dataclass; `plaintext` renders the multi-line summary that smtp
-(and later k8sevents) shows; `title_key` is the upstream display casing of object keys.
+and loki show (k8sevents orders its head differently and reuses `details`); `title_key`
+is the upstream display casing of object keys; `STATUS_COLORS` the status palette.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from talon.plugin import Notification
+
+STATUS_COLORS = {"success": "#23ba47", "failure": "#e20b0b", "ignored": "#a4a8b1"}
+"""The upstream colour of each status (Slack attachments, the HTML mail's status bar)."""
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
@@ -100,23 +104,25 @@ def normalise(settings_cls: type, raw: Mapping[str, Any] | None) -> dict[str, An
     return out
 
 
+def labelled(*pairs: tuple[str, str]) -> list[str]:
+    """`Label: value` lines for the pairs whose value is set."""
+    return [f"{label}: {value}" for label, value in pairs if value]
+
+
+def details(n: Notification) -> list[str]:
+    """The lines after the summary's head: objects, error, result, output, output target."""
+    lines = [f"{key}: {value}" for key, value in sorted_objects(n)]
+    lines += labelled(("Error", n.error), ("Result", n.result))
+    if n.output:
+        lines += ["Output: ", n.output.replace("\r\n", "\n")]
+    lines += labelled(("OutputTarget", n.output_target))
+    return lines
+
+
 def plaintext(n: Notification, *, trace_label: str = "Trace ID") -> str:
     """The multi-line summary block: status, action, rule, objects, error, output, trace id."""
-    lines = [f"Status: {n.status}"]
-    for label, value in (("Action", n.action), ("Actionner", n.actionner), ("Rule", n.rule),
-                         ("Event", n.event)):
-        if value:
-            lines.append(f"{label}: {value}")
-    lines.append(f"Message: {n.message}")
-    lines.extend(f"{key}: {value}" for key, value in sorted_objects(n))
-    if n.error:
-        lines.append(f"Error: {n.error}")
-    if n.result:
-        lines.append(f"Result: {n.result}")
-    if n.output:
-        lines.append("Output: ")
-        lines.append(n.output.replace("\r\n", "\n"))
-    if n.output_target:
-        lines.append(f"OutputTarget: {n.output_target}")
-    lines.append(f"{trace_label}: {n.trace_id}")
+    lines = [f"Status: {n.status}",
+             *labelled(("Action", n.action), ("Actionner", n.actionner), ("Rule", n.rule),
+                       ("Event", n.event)),
+             f"Message: {n.message}", *details(n), f"{trace_label}: {n.trace_id}"]
     return "\n".join(lines) + "\n"

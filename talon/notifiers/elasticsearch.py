@@ -8,7 +8,6 @@ so every Talon replica writes a given moment to the same index whatever its time
 
 from __future__ import annotations
 
-import json
 import re
 import types
 from collections.abc import Callable, Mapping
@@ -128,13 +127,17 @@ class ElasticsearchNotifier:
         self.settings = settings
         self.delivery = delivery
         self.clock = clock
+        self.get_headers = self._headers(json_body=False)
+        """Headers of the body-less template GET."""
+        self.json_headers = self._headers(json_body=True)
+        """Headers of the requests with a JSON body (template PUT, document POST)."""
 
-    def headers(self, *, json_body: bool = True) -> dict[str, str]:
+    def _headers(self, *, json_body: bool) -> dict[str, str]:
         s = self.settings
         headers = {"User-Agent": "falco-talon"}
         if json_body:
             headers["Content-Type"] = "application/json"
-        if s.user and s.password:
+        if s.user:  # __post_init__: user and password are set together
             headers["Authorization"] = _http.basic_auth(s.user, s.password)
         headers.update(s.custom_headers)
         return headers
@@ -145,15 +148,14 @@ class ElasticsearchNotifier:
         if not s.create_index_template:
             return
         url = _http.join(s.url, f"/_index_template/{s.index}")
-        status, _ = _http.post(url, None, self.headers(json_body=False), self.delivery,
-                               method="GET", accept=(404,))
+        status, _ = _http.post(url, None, self.get_headers, self.delivery, method="GET",
+                               accept=(404,))
         if status != 404:
             return
-        data = json.dumps(template(s)).encode() + b"\n"
-        _http.post(url, data, self.headers(), self.delivery, method="PUT")
+        _http.post(url, _http.json_body(template(s)), self.json_headers, self.delivery,
+                   method="PUT")
 
     def send(self, n: Notification) -> None:
         now = self.clock().astimezone(UTC)
         url = _http.join(self.settings.url, f"/{index_name(self.settings, now)}/_doc")
-        data = json.dumps(document(n, now)).encode() + b"\n"
-        _http.post(url, data, self.headers(), self.delivery)
+        _http.post(url, _http.json_body(document(n, now)), self.json_headers, self.delivery)

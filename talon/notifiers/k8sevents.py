@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from talon.clients import kube
-from talon.notifiers._text import sorted_objects
+from talon.notifiers import _http, _text
 from talon.plugin import Delivery, Notification, NotifyError, Permission, notifier
 
 COMPONENT = "falco-talon"
@@ -47,20 +47,10 @@ def _object(n: Notification, key: str) -> str:
 
 def message(n: Notification) -> str:
     """The plaintext block, at most MESSAGE_LIMIT bytes, `'` turned into `"`."""
-    lines = [f"Status: {n.status}", f"Message: {n.message}"]
-    for label, value in (("Rule", n.rule), ("Action", n.action), ("Actionner", n.actionner),
-                         ("Event", n.event)):
-        if value:
-            lines.append(f"{label}: {value}")
-    lines += [f"{key}: {value}" for key, value in sorted_objects(n)]
-    for label, value in (("Error", n.error), ("Result", n.result)):
-        if value:
-            lines.append(f"{label}: {value}")
-    if n.output:
-        lines += ["Output: ", n.output.replace("\r\n", "\n")]
-    if n.output_target:
-        lines.append(f"OutputTarget: {n.output_target}")
-    lines.append(f"TraceID: {n.trace_id}")
+    lines = [f"Status: {n.status}", f"Message: {n.message}",
+             *_text.labelled(("Rule", n.rule), ("Action", n.action),
+                             ("Actionner", n.actionner), ("Event", n.event)),
+             *_text.details(n), f"TraceID: {n.trace_id}"]
     text = _CONTROL.sub("", "\n".join(lines) + "\n").replace("'", '"')
     return text.encode()[:MESSAGE_LIMIT].decode("utf-8", "ignore")
 
@@ -96,7 +86,7 @@ def event_body(n: Notification, namespace: str, uid: str = "",
     }
 
 
-def _status(exc: BaseException) -> int | None:
+def _status(exc: BaseException | None) -> int | None:
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) and status > 0 else None
 
@@ -129,22 +119,21 @@ class K8sEventsNotifier:
             namespace = DEFAULT_NAMESPACE
         body = event_body(n, namespace, self._pod_uid(k, n))
         try:
+            self._create(k, namespace, body)
+        except NotifyError as exc:
+            if _status(exc.__cause__) != 404 or namespace == DEFAULT_NAMESPACE:
+                raise
+            self._create(k, DEFAULT_NAMESPACE, body)
+
+    def _create(self, k: Any, namespace: str, body: dict[str, Any]) -> None:
+        """Create the Event in `namespace`; NotifyError (caused by the API error) if not."""
+        body["metadata"]["namespace"] = namespace
+        try:
             self._retrying(lambda: k.core.create_namespaced_event(
                 namespace, body, _request_timeout=self.delivery.timeout))
         except Exception as exc:
-            if _status(exc) != 404 or namespace == DEFAULT_NAMESPACE:
-                raise NotifyError(f"k8sevents: cannot create the event in the namespace "
-                                  f"'{namespace}': {kube.api_error(exc)}") from exc
-            self._create_in_default(k, body)
-
-    def _create_in_default(self, k: Any, body: dict[str, Any]) -> None:
-        body["metadata"]["namespace"] = DEFAULT_NAMESPACE
-        try:
-            self._retrying(lambda: k.core.create_namespaced_event(
-                DEFAULT_NAMESPACE, body, _request_timeout=self.delivery.timeout))
-        except Exception as exc:
             raise NotifyError(f"k8sevents: cannot create the event in the namespace "
-                              f"'{DEFAULT_NAMESPACE}': {kube.api_error(exc)}") from exc
+                              f"'{namespace}': {kube.api_error(exc)}") from exc
 
     def _pod_uid(self, k: Any, n: Notification) -> str:
         """The pod's uid, or "" when there is no pod or it cannot be read (never fails)."""
@@ -168,6 +157,5 @@ class K8sEventsNotifier:
                 if attempt >= self.delivery.retries or (status is not None and status != 429
                                                         and status < 500):
                     raise
-                wait = self.delivery.backoff * 2 ** attempt
-                self.delivery.sleep(min(wait, self.delivery.max_backoff))
+                self.delivery.sleep(_http.backoff(self.delivery, attempt))
         raise NotifyError("k8sevents: no attempt was made")  # retries < 0

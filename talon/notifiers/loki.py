@@ -8,7 +8,6 @@ valid Loki names; label values are cut to Loki's default length limit.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import types
@@ -126,17 +125,13 @@ class LokiNotifier:
         self.delivery = delivery
         self.clock_ns = clock_ns
         self.url = push_url(settings.url)
-
-    def headers(self) -> dict[str, str]:
-        s = self.settings
-        headers = {"Content-Type": "application/json", "User-Agent": "falco-talon"}
-        if s.user and s.api_key:
-            headers["Authorization"] = _http.basic_auth(s.user, s.api_key)
-        if s.tenant:
-            headers["X-Scope-OrgID"] = s.tenant
-        headers.update(s.custom_headers)
-        return headers
+        self.headers = {"Content-Type": "application/json", "User-Agent": "falco-talon"}
+        if settings.user:  # __post_init__: user and api_key are set together
+            self.headers["Authorization"] = _http.basic_auth(settings.user, settings.api_key)
+        if settings.tenant:
+            self.headers["X-Scope-OrgID"] = settings.tenant
+        self.headers.update(settings.custom_headers)
 
     def send(self, n: Notification) -> None:
-        data = json.dumps(payload(n, self.clock_ns())).encode() + b"\n"
-        _http.post(self.url, data, self.headers(), self.delivery)
+        _http.post(self.url, _http.json_body(payload(n, self.clock_ns())), self.headers,
+                   self.delivery)

@@ -8,7 +8,6 @@ the token: it is a secret and error messages only show its host.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,9 +16,7 @@ from talon.plugin import Delivery, Notification, notifier
 
 DEFAULT_ICON = "https://upload.wikimedia.org/wikipedia/commons/2/26/Circaetus_gallicus_claw.jpg"
 DEFAULT_FOOTER = "http://github.com/falcosecurity/falco-talon"
-COLORS = {"failure": "#e20b0b", "success": "#23ba47", "ignored": "#a4a8b1"}
-CONTENT_TYPE = "application/json; charset=utf-8"
-USER_AGENT = "falco-talon"
+HEADERS = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "falco-talon"}
 
 EXAMPLE = """\
 notifiers:
@@ -90,7 +87,7 @@ def fields(n: Notification) -> list[dict[str, Any]]:
 
 def payload(settings: SlackSettings, n: Notification) -> dict[str, Any]:
     """The webhook JSON for one notification."""
-    attachment: dict[str, Any] = {"fallback": "", "color": COLORS.get(n.status, "")}
+    attachment: dict[str, Any] = {"fallback": "", "color": _text.STATUS_COLORS.get(n.status, "")}
     body: dict[str, Any] = {}
     text = headline(n)
     if settings.format == "short":
@@ -120,6 +117,5 @@ class SlackNotifier:
         self.delivery = delivery
 
     def send(self, n: Notification) -> None:
-        data = json.dumps(payload(self.settings, n)).encode() + b"\n"
-        headers = {"Content-Type": CONTENT_TYPE, "User-Agent": USER_AGENT}
-        _http.post(self.settings.webhook_url, data, headers, self.delivery)
+        _http.post(self.settings.webhook_url, _http.json_body(payload(self.settings, n)),
+                   HEADERS, self.delivery)

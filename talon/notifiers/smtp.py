@@ -26,7 +26,6 @@ from talon.plugin import Delivery, Notification, NotifyError, ParamValueError, n
 
 logger = logging.getLogger(__name__)
 
-COLORS = {"success": "#23ba47", "failure": "#e20b0b", "ignored": "#a4a8b1"}
 DEFAULT_COLOR = "#858585"
 LOGO = ("https://raw.githubusercontent.com/cncf/artwork/master/projects/falco/"
         "horizontal/color/falco-horizontal-color.png")
@@ -134,7 +133,7 @@ def _row(label: str, value: str, *, pre: bool = False) -> str:
 
 def html_body(n: Notification) -> str:
     """The HTML part: logo, a status bar coloured by status, one row per set value."""
-    color = COLORS.get(n.status, DEFAULT_COLOR)
+    color = _text.STATUS_COLORS.get(n.status, DEFAULT_COLOR)
     rows = [(label, value) for label, value in (
         ("Action", n.action), ("Actionner", n.actionner), ("Rule", n.rule))]
     rows += _text.sorted_objects(n)
@@ -219,6 +218,9 @@ class SmtpNotifier:
         host, port = split_host_port(settings.host_port)
         self.host = host
         self.port = port or (465 if settings.tls_mode == "implicit" else 25)
+        self.where = f"smtp {self.host}:{self.port}"
+        self.sender = email.utils.parseaddr(settings.from_)[1]
+        self.recipients = list(recipients(settings))
         self.context = ssl.create_default_context()
         if settings.ca_file:
             try:
@@ -229,20 +231,17 @@ class SmtpNotifier:
 
     def send(self, n: Notification) -> None:
         msg = message(self.settings, n)
-        where = f"smtp {self.host}:{self.port}"
         for attempt in range(self.delivery.retries + 1):
             try:
                 self._deliver(msg)
-            except NotifyError:
-                raise
-            except (smtplib.SMTPException, OSError) as exc:
+            except (smtplib.SMTPException, OSError) as exc:  # a NotifyError is neither
                 text, retryable = _describe(exc)
             else:
                 return
             if not retryable or attempt == self.delivery.retries:
-                raise NotifyError(f"{where}: {text}")
+                raise NotifyError(f"{self.where}: {text}")
             wait = _http.backoff(self.delivery, attempt)
-            logger.info("%s failed (%s); retry %d/%d in %.2fs", where, text, attempt + 1,
+            logger.info("%s failed (%s); retry %d/%d in %.2fs", self.where, text, attempt + 1,
                         self.delivery.retries, wait)
             self.delivery.sleep(wait)
 
@@ -265,8 +264,8 @@ class SmtpNotifier:
             client.ehlo()
             return True
         if s.tls or s.tls_mode == "starttls":
-            raise NotifyError(f"smtp {self.host}:{self.port}: the server does not offer "
-                              "STARTTLS, which tls: true / tls_mode: starttls require")
+            raise NotifyError(f"{self.where}: the server does not offer STARTTLS, which "
+                              "tls: true / tls_mode: starttls require")
         return False
 
     def _deliver(self, msg: EmailMessage) -> None:
@@ -276,12 +275,11 @@ class SmtpNotifier:
             if s.user:
                 if not (encrypted or s.tls_mode == "none" or _is_loopback(self.host)):
                     raise NotifyError(
-                        f"smtp {self.host}:{self.port}: refusing to send credentials over an "
-                        "unencrypted connection (enable STARTTLS on the server, use "
-                        "tls_mode: implicit, or set tls_mode: none to allow it)")
+                        f"{self.where}: refusing to send credentials over an unencrypted "
+                        "connection (enable STARTTLS on the server, use tls_mode: implicit, "
+                        "or set tls_mode: none to allow it)")
                 client.login(s.user, s.password)
-            sender = email.utils.parseaddr(s.from_)[1]
-            refused = client.send_message(msg, from_addr=sender, to_addrs=list(recipients(s)))
+            refused = client.send_message(msg, from_addr=self.sender,
+                                          to_addrs=self.recipients)
         if refused:
-            logger.warning("smtp %s:%d refused some recipients: %s", self.host, self.port,
-                           ", ".join(refused))
+            logger.warning("%s refused some recipients: %s", self.where, ", ".join(refused))

@@ -7,7 +7,6 @@ tokens and the URL may embed one, so both count as secrets.
 
 from __future__ import annotations
 
-import json
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ class WebhookSettings:
 
 def body(n: Notification) -> bytes:
     """The request body: the log line as JSON plus a trailing newline."""
-    return json.dumps(n.as_log_line()).encode() + b"\n"
+    return _http.json_body(n.as_log_line())
 
 
 @notifier(
@@ -72,9 +71,9 @@ class WebhookNotifier:
     def __init__(self, settings: WebhookSettings, delivery: Delivery) -> None:
         self.settings = settings
         self.delivery = delivery
+        self.headers = {"Content-Type": settings.content_type, "User-Agent": settings.user_agent,
+                        **settings.custom_headers}
 
     def send(self, n: Notification) -> None:
         s = self.settings
-        headers = {"Content-Type": s.content_type, "User-Agent": s.user_agent,
-                   **s.custom_headers}
-        _http.post(s.url, body(n), headers, self.delivery, method=s.http_method)
+        _http.post(s.url, body(n), self.headers, self.delivery, method=s.http_method)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from talon.models import Delivery, Notification
-from tests.notifiers.sinks import HttpSink, SleepRecorder, SmtpSink, free_port
+from tests.notifiers.sinks import HttpSink, SleepRecorder, SmtpFactory, SmtpSink, free_port
 
 
 @pytest.fixture
@@ -72,9 +72,6 @@ def server_tls(ca: trustme.CA) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
     return ctx
-
-
-SmtpFactory = Callable[..., tuple[SmtpSink, int]]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import email.policy
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -219,3 +219,7 @@ class SmtpSink:
 
     def __iter__(self) -> Iterator[Mail]:
         return iter(self.mails)
+
+
+SmtpFactory = Callable[..., tuple[SmtpSink, int]]
+"""The `smtp_server` fixture: `smtp_server(users=None, **controller_kwargs)` → (sink, port)."""

@@ -75,6 +75,10 @@ def test_template_created_on_404(sink: HttpSink, delivery: Delivery) -> None:
     for req in (get, put):
         assert req.basic_auth() == ("elastic", SECRET)
         assert req.header("X-Tenant") == "blue"
+        assert req.header("User-Agent") == "falco-talon"
+    assert get.header("Content-Type") is None
+    assert put.header("Content-Type") == "application/json"
+    assert put.body.endswith(b"}\n")
     body = put.json()
     assert body["index_patterns"] == ["talon*"]
     assert body["template"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 0}
@@ -102,6 +106,7 @@ def test_template_failure_raises(sink: HttpSink, delivery: Delivery) -> None:
     with pytest.raises(NotifyError, match="401 authentication error") as info:
         make(delivery, url=sink.url, user="elastic", password=SECRET).start()
     assert SECRET not in str(info.value)
+    assert [(r.method, r.path) for r in sink.requests] == [("GET", "/_index_template/falco-talon")]
 
 
 def test_put_failure_raises(sink: HttpSink, delivery: Delivery) -> None:

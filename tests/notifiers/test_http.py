@@ -18,6 +18,10 @@ from talon.notifiers import _http
 from tests.notifiers.sinks import SECRET, HttpSink, Reply, SleepRecorder, free_port
 
 
+def test_json_body_is_json_plus_newline() -> None:
+    assert _http.json_body({"a": "é", "b": [1, None]}) == b'{"a": "\\u00e9", "b": [1, null]}\n'
+
+
 def test_success_returns_status_and_body(sink: HttpSink, delivery: Delivery) -> None:
     sink.script("/hook", Reply(201, b"created"))
     status, body = _http.post(sink.url + "/hook", b"{}\n", {"X-A": "1"}, delivery)

@@ -68,6 +68,18 @@ def test_auth_tenant_and_headers(sink: HttpSink, delivery: Delivery,
     assert stream["values"][0][1] == failure_note.error
 
 
+def test_every_send_carries_the_same_headers(sink: HttpSink, delivery: Delivery,
+                                            action_note: Notification) -> None:
+    notifier = make(delivery, url=sink.url, user="u", api_key=SECRET, tenant="team-a")
+    notifier.send(action_note)
+    notifier.send(action_note)
+    first, second = sink.requests
+    assert first.headers == second.headers
+    assert second.basic_auth() == ("u", SECRET)
+    assert second.header("X-Scope-OrgID") == "team-a"
+    assert second.json()["streams"][0]["values"][0][1] == action_note.output
+
+
 def test_url_with_push_path_is_kept(sink: HttpSink, delivery: Delivery,
                                     action_note: Notification) -> None:
     make(delivery, url=sink.url + PUSH).send(action_note)

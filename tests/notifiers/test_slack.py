@@ -14,7 +14,7 @@ from talon.errors import NotifyError
 from talon.models import Delivery, Notification
 from talon.notifiers import slack
 from talon.params import coerce
-from tests.notifiers.sinks import HttpSink, Reply, free_port
+from tests.notifiers.sinks import HttpSink, Reply, SleepRecorder, free_port
 
 TOKEN = "T000/B000/XXXXSECRETTOKEN"
 
@@ -110,10 +110,14 @@ def test_failure_hides_the_token(sink: HttpSink, delivery: Delivery,
     assert "/services" not in str(info.value)
 
 
-def test_server_down_hides_the_token(delivery: Delivery, action_note: Notification) -> None:
+def test_server_down_hides_the_token(delivery: Delivery, sleeps: SleepRecorder,
+                                     action_note: Notification) -> None:
+    port = free_port()
     with pytest.raises(NotifyError) as info:
-        make(f"http://127.0.0.1:{free_port()}", delivery).send(action_note)
+        make(f"http://127.0.0.1:{port}", delivery).send(action_note)
     assert "SECRETTOKEN" not in str(info.value)
+    assert f"POST http://127.0.0.1:{port}/… failed: connection failed" in str(info.value)
+    assert sleeps.waits == [0.5, 1.0]
 
 
 def test_settings_validation() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import email.utils
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,9 +21,7 @@ from talon.errors import NotifyError
 from talon.models import Delivery, Notification
 from talon.notifiers import normalise, smtp
 from talon.params import coerce
-from tests.notifiers.sinks import SECRET, SleepRecorder, SmtpSink, free_port
-
-SmtpFactory = Callable[..., tuple[SmtpSink, int]]
+from tests.notifiers.sinks import SECRET, SleepRecorder, SmtpFactory, free_port
 
 
 def make(delivery: Delivery, port: int, **raw: Any) -> smtp.SmtpNotifier:

@@ -13,7 +13,7 @@ from talon.errors import NotifyError
 from talon.models import Delivery, Notification
 from talon.notifiers import normalise, webhook
 from talon.params import coerce
-from tests.notifiers.sinks import SECRET, HttpSink, Reply
+from tests.notifiers.sinks import SECRET, HttpSink, Reply, SleepRecorder
 
 
 def make(delivery: Delivery, **raw: object) -> webhook.WebhookNotifier:
@@ -52,15 +52,24 @@ def test_method_agent_type_and_custom_headers(sink: HttpSink, delivery: Delivery
 
 def test_custom_header_overrides_defaults(sink: HttpSink, delivery: Delivery,
                                           action_note: Notification) -> None:
-    make(delivery, url=sink.url, custom_headers={"user-agent": "mine"}).send(action_note)
+    notifier = make(delivery, url=sink.url, custom_headers={"user-agent": "mine"})
+    notifier.send(action_note)
+    notifier.send(action_note)  # the headers built once serve every notification
     assert sink.requests[0].header("User-Agent") == "mine"
+    assert [r.header("User-Agent") for r in sink.requests] == ["mine", "mine"]
+    assert sink.requests[1].json() == action_note.as_log_line()
 
 
-def test_retry_then_success(sink: HttpSink, delivery: Delivery,
+def test_retry_then_success(sink: HttpSink, delivery: Delivery, sleeps: SleepRecorder,
                             action_note: Notification) -> None:
     sink.script("/in", Reply(502), Reply(204, b""))
     make(delivery, url=sink.url + "/in").send(action_note)
     assert len(sink.requests) == 2
+    assert sleeps.waits == [0.5]
+    for req in sink.requests:  # the retry sends the same request again
+        assert (req.method, req.path) == ("POST", "/in")
+        assert req.json() == action_note.as_log_line()
+        assert req.header("User-Agent") == "falco-talon"
 
 
 def test_bad_request_is_not_retried_and_hides_tokens(
