@@ -1,7 +1,8 @@
 """aws:lambda: invoke an AWS Lambda function with the Falco event (and its context).
 
-Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
-later in this module and imports boto3 only then.
+Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
+there is no run function in this build: running it fails with "not available in this
+build".
 """
 
 from __future__ import annotations

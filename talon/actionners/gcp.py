@@ -1,8 +1,8 @@
 """gcp:function: invoke a Google Cloud Function (2nd gen) with the Falco event.
 
-Layer L2 (plug-in). The function's URL is read from the Cloud Functions API and called with
-an ID token for it, both through google-auth (which google-cloud-storage brings). Declared
-with metadata and params dataclass; the run function comes later in this module.
+Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
+there is no run function in this build: running it fails with "not available in this
+build".
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Context `aws`: facts about the EC2 instance Talon runs on, from the instance metadata.
 
-Layer L2 (plug-in). Read over IMDSv2 with urllib (no boto3, no IAM permission). Declared
-with metadata only; the fetch function comes later in this module.
+Layer L2 (plug-in). Declared only (metadata, so `rules check` accepts it in
+`additional_contexts`); there is no fetch function in this build: an action asking for it
+fails ("context 'aws' is not available in this build"), or runs without the keys under
+`ignore_errors`. Meant to read the instance metadata over IMDSv2 (no boto3, no IAM
+permission).
 """
 
 from __future__ import annotations

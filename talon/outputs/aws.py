@@ -1,8 +1,9 @@
 """aws:s3: store artifacts as objects of an AWS S3 bucket.
 
-Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
-later in this module and imports boto3 only then. Bucket names are checked loosely (length
-and characters), enough to catch a typo or a path given as a bucket.
+Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
+there is no run function in this build: storing to it fails with "not available in this
+build". Bucket names are checked loosely (length and characters), enough to catch a typo
+or a path given as a bucket; `check_bucket` is shared with minio:s3.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ CLOUD_PERMISSIONS = """\
 """
 
 
+def check_bucket(bucket: str) -> None:
+    """Raise ParamValueError unless `bucket` looks like an S3 bucket name (aws:s3, minio:s3)."""
+    if not _BUCKET.fullmatch(bucket):
+        raise ParamValueError(
+            "bucket", f"invalid bucket name '{bucket}': expected 3 to 63 "
+                      f"lowercase letters, digits, '.' or '-'")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class S3Params:
     """Parameters of aws:s3."""
@@ -39,10 +48,7 @@ class S3Params:
         "help": "Region of the bucket (default: the region of the AWS settings)"})
 
     def __post_init__(self) -> None:
-        if not _BUCKET.fullmatch(self.bucket):
-            raise ParamValueError(
-                "bucket", f"invalid bucket name '{self.bucket}': expected 3 to 63 "
-                          f"lowercase letters, digits, '.' or '-'")
+        check_bucket(self.bucket)
 
 
 EXAMPLE = """\

@@ -1,8 +1,9 @@
 """gcp:gcs: store artifacts as objects of a Google Cloud Storage bucket.
 
-Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
-later in this module and imports google-cloud-storage only then. Bucket names are checked
-loosely; unlike S3, GCS allows '_', and up to 222 characters when the name has dots.
+Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
+there is no run function in this build: storing to it fails with "not available in this
+build". Bucket names are checked loosely; unlike S3, GCS allows '_', and up to 222
+characters when the name has dots.
 """
 
 from __future__ import annotations

@@ -1,18 +1,16 @@
 """minio:s3: store artifacts as objects of a MinIO (or any S3-compatible) bucket.
 
-Layer L2 (plug-in). Declared with metadata and params dataclass; the run function comes
-later in this module and imports the minio SDK only then. Bucket names are checked loosely,
-as for aws:s3; that the bucket exists is a live check.
+Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
+there is no run function (and no live check) in this build: storing to it fails with "not
+available in this build". Bucket names are checked as for aws:s3 (`aws.check_bucket`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from talon.plugin import ParamValueError, declare
-
-_BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
+from talon.outputs import aws
+from talon.plugin import declare
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,10 +21,7 @@ class MinioS3Params:
     prefix: str = field(default="", metadata={"help": "Prefix of the object keys"})
 
     def __post_init__(self) -> None:
-        if not _BUCKET.fullmatch(self.bucket):
-            raise ParamValueError(
-                "bucket", f"invalid bucket name '{self.bucket}': expected 3 to 63 "
-                          f"lowercase letters, digits, '.' or '-'")
+        aws.check_bucket(self.bucket)
 
 
 EXAMPLE = """\

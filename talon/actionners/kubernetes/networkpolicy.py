@@ -6,16 +6,17 @@ Deployment that owns it (the ReplicaSet's name changes at each rollout, the Depl
 does not, so a later event updates the same policy); a standalone pod by its name and
 labels. Per-revision labels (pod-template-hash, …) are dropped. An existing policy of that
 name is replaced (fresh resourceVersion; one retry on a 409 conflict).
-`check_allowances` validates the `allow_cidr` / `allow_namespaces` lists and is shared with
-calico:networkpolicy and cilium:networkpolicy: a CIDR must be written `address/prefix`
-(what the Kubernetes, Calico and Cilium APIs accept) and a namespace must be a DNS label.
+`NetworkPolicyParams` (the `allow_cidr` / `allow_namespaces` lists and their validation) and
+`policy_permissions` are shared with calico:networkpolicy and cilium:networkpolicy, whose
+params subclass it: a CIDR must be written `address/prefix` (what the Kubernetes, Calico
+and Cilium APIs accept) and a namespace must be a DNS label.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,38 +25,39 @@ from talon.plugin import ActionContext, ActionError, ParamValueError, Permission
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
-ALLOW_CIDR_HELP = "CIDRs to allow anyway, e.g. private subnets (\"10.0.0.0/8\")"
-ALLOW_NAMESPACES_HELP = "Namespaces whose pods stay reachable anyway"
-
-
-def check_allowances(allow_cidr: Sequence[str], allow_namespaces: Sequence[str]) -> None:
-    """Raise ParamValueError naming the first CIDR or namespace that is not valid."""
-    for index, cidr in enumerate(allow_cidr):
-        try:
-            if "/" not in cidr:
-                raise ValueError(cidr)
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ParamValueError(
-                f"allow_cidr[{index}]", f"wrong CIDR '{cidr}'") from None
-    for index, namespace in enumerate(allow_namespaces):
-        if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
-            raise ParamValueError(
-                f"allow_namespaces[{index}]",
-                f"wrong namespace '{namespace}': must be a DNS label (at most 63 lowercase "
-                f"letters, digits and '-', starting and ending with a letter or digit)")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NetworkPolicyParams:
     """Parameters of kubernetes:networkpolicy; with both lists empty, all egress is denied."""
 
-    allow_cidr: tuple[str, ...] = field(default=(), metadata={"help": ALLOW_CIDR_HELP})
+    allow_cidr: tuple[str, ...] = field(default=(), metadata={
+        "help": "CIDRs to allow anyway, e.g. private subnets (\"10.0.0.0/8\")"})
     allow_namespaces: tuple[str, ...] = field(default=(), metadata={
-        "help": ALLOW_NAMESPACES_HELP})
+        "help": "Namespaces whose pods stay reachable anyway"})
 
     def __post_init__(self) -> None:
-        check_allowances(self.allow_cidr, self.allow_namespaces)
+        """Raise ParamValueError naming the first CIDR or namespace that is not valid."""
+        for index, cidr in enumerate(self.allow_cidr):
+            try:
+                if "/" not in cidr:
+                    raise ValueError(cidr)
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ParamValueError(
+                    f"allow_cidr[{index}]", f"wrong CIDR '{cidr}'") from None
+        for index, namespace in enumerate(self.allow_namespaces):
+            if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+                raise ParamValueError(
+                    f"allow_namespaces[{index}]",
+                    f"wrong namespace '{namespace}': must be a DNS label (at most 63 lowercase "
+                    f"letters, digits and '-', starting and ending with a letter or digit)")
+
+
+def policy_permissions(api_group: str, resource: str) -> tuple[Permission, ...]:
+    """RBAC of a network policy actionner: read pods and owners, write `resource`."""
+    return (rbac.PODS_GET_LIST,
+            Permission((api_group,), (resource,), ("get", "update", "patch", "create")),
+            *rbac.OWNERS_GET)
 
 
 NETWORKPOLICY_EXAMPLE = """\
@@ -112,10 +114,14 @@ def _expressions(selector: Any) -> tuple[Mapping[str, Any], ...]:
     return tuple(found)
 
 
+_OWNER_READERS = {"ReplicaSet": "read_namespaced_replica_set",
+                  "DaemonSet": "read_namespaced_daemon_set",
+                  "StatefulSet": "read_namespaced_stateful_set"}
+"""The owner kinds whose selector the policy reuses, and the AppsV1Api call reading each."""
+
+
 def _read_owner(k: Any, kind: str, name: str, namespace: str) -> Any:
-    read = {"ReplicaSet": k.apps.read_namespaced_replica_set,
-            "DaemonSet": k.apps.read_namespaced_daemon_set,
-            "StatefulSet": k.apps.read_namespaced_stateful_set}[kind]
+    read = getattr(k.apps, _OWNER_READERS[kind])
     try:
         return read(name, namespace, _request_timeout=k.timeout)
     except Exception as exc:
@@ -129,7 +135,7 @@ def select(ctx: ActionContext, pod: Any) -> Selection:
     kind, owner = common.owner(pod)
     if kind == common.STANDALONE:
         found = Selection(name, _stable(pod.metadata.labels))
-    elif kind in ("ReplicaSet", "DaemonSet", "StatefulSet"):
+    elif kind in _OWNER_READERS:
         obj = _read_owner(common.kube(ctx), kind, owner, namespace)
         selector = obj.spec.selector if obj.spec else None
         policy_name = owner
@@ -198,12 +204,7 @@ def _write(k: Any, body: dict[str, Any], *, retry: bool = True) -> str:
     pods.CATEGORY, "networkpolicy", params=NetworkPolicyParams, checks=(common.pod_exists,),
     description="Create, update a network policy to block all egress traffic for pod",
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
-    permissions=(
-        rbac.PODS_GET_LIST,
-        Permission(("networking.k8s.io",), ("networkpolicies",),
-                   ("get", "update", "patch", "create")),
-        *rbac.OWNERS_GET,
-    ),
+    permissions=policy_permissions("networking.k8s.io", "networkpolicies"),
     example=NETWORKPOLICY_EXAMPLE,
 )
 def networkpolicy(ctx: ActionContext) -> Result:
