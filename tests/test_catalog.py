@@ -34,7 +34,7 @@ import talon.outputs
 from talon import params
 from talon.actionners import aws as aws_actionners
 from talon.actionners import calico, cilium, gcp
-from talon.actionners.kubernetes import capture, execs, networkpolicy, nodes, pods
+from talon.actionners.kubernetes import capture, execs, networkpolicy, nodes, pods, targets
 from talon.contexts import aws as aws_context
 from talon.contexts import k8snode
 from talon.outputs import aws as aws_outputs
@@ -340,7 +340,7 @@ def test_drain_defaults_and_ignore_errors_spellings() -> None:
         "max_wait_period", "must be >= 0, got -5")
 
 
-@pytest.mark.parametrize("cls", [pods.DeleteParams, nodes.CordonParams])
+@pytest.mark.parametrize("cls", [targets.DeleteParams, nodes.CordonParams])
 def test_no_parameter_actionners_report_unknown_keys(cls: type) -> None:
     assert ok(cls, {}) == cls()
     assert problem(cls, {"tail_lines": 200}) == (

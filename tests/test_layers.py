@@ -38,6 +38,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.actionners.kubernetes.common", "talon.actionners.kubernetes.execs",
         "talon.actionners.kubernetes.networkpolicy", "talon.actionners.kubernetes.nodes",
         "talon.actionners.kubernetes.pods", "talon.actionners.kubernetes.rbac",
+        "talon.actionners.kubernetes.targets",
         "talon.outputs", "talon.outputs.aws", "talon.outputs.gcp", "talon.outputs.local",
         "talon.outputs.minio",
         "talon.notifiers", "talon.notifiers._http", "talon.notifiers._text",

@@ -4,6 +4,9 @@
 - `act(rules_yaml, event, **engine_kw)`: run the real engine in-process with the real
   catalog and a real Kubernetes client pointed at the fake; returns `Acted` with the
   (rule, action, status) list and the notifications sent.
+- helpers shared by the test modules: `pod()`, `event()`, `no_pod_event()`,
+  `assert_failed()` (action `A` of rule `R` failed), `writes()` (the mutating requests the
+  fake received) and `wait_for()`.
 - `start` (tests/support.py): the real server as a subprocess, for end-to-end tests; pass
   `f"kubeconfig: {kube_config}"` in its config.
 """
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +28,12 @@ from talon.engine import Engine
 from talon.metrics import Metrics
 from talon.models import Notification
 from talon.reloader import RuleStore
-from tests.fakes.kube_api import kube_api, kube_config
+from tests.fakes.kube_api import FakeKubeAPI, RecordedRequest, kube_api, kube_config
 from tests.support import start
 
 __all__ = ["kube_api", "kube_config", "start"]
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 @dataclass
@@ -66,6 +72,33 @@ def event(pod_name: str = "web-1", namespace: str = "shop", rule: str = "F",
     return models.from_mapping({
         "rule": rule, "priority": "Warning", "output": f"event for {pod_name}",
         "output_fields": {"k8s.pod.name": pod_name, "k8s.ns.name": namespace, **fields}})
+
+
+def no_pod_event() -> models.Event:
+    """An event without k8s.pod.name."""
+    return models.from_mapping({"rule": "F", "output": "x",
+                                "output_fields": {"k8s.ns.name": "shop"}})
+
+
+def assert_failed(acted: Acted, error_part: str) -> Notification:
+    """Action `A` of rule `R` failed, with `error_part` in its notified error."""
+    note = acted.note("A")
+    assert acted.done == [("R", "A", "failure")]
+    assert note.status == "failure"
+    assert error_part in note.error, note.error
+    return note
+
+
+def writes(kube_api: FakeKubeAPI) -> list[RecordedRequest]:
+    """The mutating requests the fake API server received."""
+    return [r for r in kube_api.requests if r.method in WRITES]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -33,17 +33,8 @@ from typing import Any
 import pytest
 
 from talon.actionners.kubernetes import capture
-from tests.actionners.conftest import event, pod
-from tests.actionners.test_execs import (
-    Act,
-    answer,
-    assert_failed,
-    no_pod_event,
-    out,
-    rules,
-    stored,
-    wait_for,
-)
+from tests.actionners.conftest import assert_failed, event, no_pod_event, pod, wait_for, writes
+from tests.actionners.test_execs import Act, answer, out, rules, serve_into, stored
 from tests.fakes.kube_api import FakeKubeAPI, RecordedRequest
 from tests.support import Launch
 
@@ -52,12 +43,7 @@ __all__ = ["out"]
 PCAP = b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + bytes(range(256)) + b"\x00\xff\x00\xff\n\r"
 SCAP = b"\x1f\x8b\x08\x00" + bytes(reversed(range(256))) + b"\x00\xff"
 POD_PATH = "/api/v1/namespaces/shop/pods/web-1"
-WRITES = ("POST", "PUT", "PATCH", "DELETE")
 IDS = ("0123456789abcdef0123", "fedcba9876543210aaaa")
-
-
-def writes(kube_api: FakeKubeAPI) -> list[RecordedRequest]:
-    return [r for r in kube_api.requests if r.method in WRITES]
 
 
 def argv0(call: Any) -> str:
@@ -234,12 +220,7 @@ def test_tcpdump_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: P
     kube_api.add(pod())
     tcpdump_answers(kube_api)
     folder = tmp_path / "pcaps"
-    folder.mkdir()
-    server = start(rules("kubernetes:tcpdump", {"duration": 2}, folder=folder),
-                   f"kubeconfig: {kube_config}\n")
-    assert server.post({"rule": "F", "output": "x", "output_fields": {
-        "k8s.pod.name": "web-1", "k8s.ns.name": "shop"}}) == 200
-    wait_for(lambda: any(folder.iterdir()))
+    server = serve_into(start, kube_config, folder, "kubernetes:tcpdump", {"duration": 2})
     assert stored(folder) == PCAP
     assert kube_api.execs[0].argv[:2] == ["timeout", "2"]
     server.wait_log("has been copied to")
@@ -460,12 +441,8 @@ def test_sysdig_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: Pa
     run_jobs(kube_api)
     sysdig_answers(kube_api)
     folder = tmp_path / "scaps"
-    folder.mkdir()
-    server = start(rules("kubernetes:sysdig", {"duration": 2}, folder=folder),
-                   f"kubeconfig: {kube_config}\n")
-    assert server.post({"rule": "F", "output": "x", "output_fields": {
-        "k8s.pod.name": "web-1", "k8s.ns.name": "shop"}}) == 200
-    wait_for(lambda: any(folder.iterdir()) and bool(kube_api.deletions))
+    server = serve_into(start, kube_config, folder, "kubernetes:sysdig", {"duration": 2})
+    wait_for(lambda: bool(kube_api.deletions))
     assert stored(folder) == SCAP
     assert kube_api.execs[0].argv[4:6] == ["-M", "2"]
     assert kube_api.deletions[0].propagation_policy == "Background"

@@ -38,18 +38,16 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from talon import models
 from talon.actionners.kubernetes import _stream, execs
-from tests.actionners.conftest import Acted, event, pod
+from tests.actionners.conftest import Acted, assert_failed, event, no_pod_event, pod, wait_for
 from tests.fakes.kube_api import ExecCall, FakeKubeAPI
-from tests.support import Launch
+from tests.support import Launch, Server
 
 Act = Callable[..., Acted]
 Handler = Callable[[str, str, str, list[str], bytes], tuple[int, bytes | str, bytes | str]]
@@ -97,19 +95,6 @@ def only_exec(kube_api: FakeKubeAPI) -> ExecCall:
     return call
 
 
-def assert_failed(acted: Acted, error_part: str) -> models.Notification:
-    note = acted.note("A")
-    assert acted.done == [("R", "A", "failure")]
-    assert note.status == "failure"
-    assert error_part in note.error, note.error
-    return note
-
-
-def no_pod_event() -> models.Event:
-    return models.from_mapping({"rule": "F", "output": "x",
-                                "output_fields": {"k8s.ns.name": "shop"}})
-
-
 def stored(folder: Path) -> bytes:
     [file] = list(folder.iterdir())
     return file.read_bytes()
@@ -135,11 +120,28 @@ def out(tmp_path: Path) -> Path:
     return folder
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+def serve_into(start: Launch, kube_config: Path, folder: Path, actionner: str,
+               parameters: dict[str, Any], **fields: str) -> Server:
+    """Run the real server with `actionner` writing to local:file in `folder` (created),
+    post one event of the pod shop/web-1 (plus `fields`) and wait for the stored file."""
+    folder.mkdir()
+    server = start(rules(actionner, parameters, folder=folder), f"kubeconfig: {kube_config}\n")
+    assert server.post({"rule": "F", "output": "x", "output_fields": {
+        "k8s.pod.name": "web-1", "k8s.ns.name": "shop", **fields}}) == 200
+    wait_for(lambda: any(folder.iterdir()))
+    return server
+
+
+def assert_exec_failures(act: Act, kube_api: FakeKubeAPI, action: str,
+                         server_error: str) -> None:
+    """A forbidden exec, a failing one (500 `server_error`) and a slow one are failures."""
+    kube_api.forbid("GET", "/exec$", times=1)
+    assert_failed(act(action, event()), 'cannot create resource "pods/exec"')
+    kube_api.fail("GET", "/exec$", 500, message=server_error)
+    assert_failed(act(action, event()), server_error)
+    assert kube_api.execs == []
+    kube_api.delay("GET", "/exec$", 3, times=1)
+    assert_failed(act(action, event(), action_timeout=0.5), "did not finish within 0.5s")
 
 
 # --- passing event values as data -------------------------------------------------------
@@ -382,6 +384,7 @@ def test_script_non_zero_exit(act: Act, kube_api: FakeKubeAPI) -> None:
     kube_api.on_exec(answer(1, "", "netstat: not found\n"))
     assert_failed(act(rules("kubernetes:script", {"script": "netstat -lpauten"}), event()),
                   "netstat: not found")
+    assert only_exec(kube_api).argv == ["/bin/sh", "-s"]
 
 
 def test_script_errors_timeout_dry_run(act: Act, kube_api: FakeKubeAPI) -> None:
@@ -392,12 +395,7 @@ def test_script_errors_timeout_dry_run(act: Act, kube_api: FakeKubeAPI) -> None:
     assert kube_api.requests == []
     assert act(action, event(), dry_run=True).done == [("R", "A", "dry_run")]
     assert kube_api.requests == []
-    kube_api.forbid("GET", "/exec$", times=1)
-    assert_failed(act(action, event()), 'cannot create resource "pods/exec"')
-    kube_api.fail("GET", "/exec$", 500, message="container runtime is down")
-    assert_failed(act(action, event()), "container runtime is down")
-    kube_api.delay("GET", "/exec$", 3, times=1)
-    assert_failed(act(action, event(), action_timeout=0.5), "did not finish within 0.5s")
+    assert_exec_failures(act, kube_api, action, "container runtime is down")
 
 
 def test_script_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: Path) -> None:
@@ -484,6 +482,7 @@ def test_log_skips_a_failing_container(act: Act, kube_api: FakeKubeAPI) -> None:
     kube_api.fail("GET", "/log$", 500, message="kubelet timeout")
     acted = act(rules("kubernetes:log"), event())
     assert acted.note("A").output == "fine\n"
+    assert log_requests(kube_api) == [("app", "20"), ("side", "20")]
 
 
 @pytest.mark.parametrize(("status", "message"), [
@@ -520,12 +519,7 @@ def test_log_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: Path,
     kube_api.add(pod())
     kube_api.set_pod_logs("shop", "web-1", "app", b"GET /healthz 200\n")
     folder = tmp_path / "out"
-    folder.mkdir()
-    server = start(rules("kubernetes:log", {"tail_lines": 5}, folder=folder),
-                   f"kubeconfig: {kube_config}\n")
-    assert server.post({"rule": "F", "output": "x", "output_fields": {
-        "k8s.pod.name": "web-1", "k8s.ns.name": "shop"}}) == 200
-    wait_for(lambda: any(folder.iterdir()))
+    server = serve_into(start, kube_config, folder, "kubernetes:log", {"tail_lines": 5})
     assert stored(folder) == b"GET /healthz 200\n"
     assert log_requests(kube_api) == [("app", "5")]
     server.wait_log("has been copied to")
@@ -618,12 +612,7 @@ def test_download_errors_timeout_dry_run(act: Act, kube_api: FakeKubeAPI,
     kube_api.add(pod())
     kube_api.on_exec(answer(0, b"root"))
     assert act(action, event(), dry_run=True).done == [("R", "A", "dry_run")]
-    kube_api.forbid("GET", "/exec$", times=1)
-    assert_failed(act(action, event()), 'cannot create resource "pods/exec"')
-    kube_api.fail("GET", "/exec$", 500, message="no route to kubelet")
-    assert_failed(act(action, event()), "no route to kubelet")
-    kube_api.delay("GET", "/exec$", 3, times=1)
-    assert_failed(act(action, event(), action_timeout=0.5), "did not finish within 0.5s")
+    assert_exec_failures(act, kube_api, action, "no route to kubelet")
     assert list(out.iterdir()) == []
 
 
@@ -632,11 +621,7 @@ def test_download_end_to_end(start: Launch, kube_api: FakeKubeAPI, kube_config: 
     kube_api.add(pod())
     kube_api.on_exec(answer(0, BINARY))
     folder = tmp_path / "files"
-    folder.mkdir()
-    server = start(rules("kubernetes:download", {"file": "${FD_NAME}"}, folder=folder),
-                   f"kubeconfig: {kube_config}\n")
-    assert server.post({"rule": "F", "output": "x", "output_fields": {
-        "k8s.pod.name": "web-1", "k8s.ns.name": "shop", "fd.name": "/tmp/x;id"}}) == 200
-    wait_for(lambda: any(folder.iterdir()))
+    serve_into(start, kube_config, folder, "kubernetes:download", {"file": "${FD_NAME}"},
+               **{"fd.name": "/tmp/x;id"})
     assert kube_api.execs[0].argv == ["cat", "--", "/tmp/x;id"]
     assert stored(folder) == BINARY

@@ -148,6 +148,7 @@ def test_server_errors_are_retried(kube_api: FakeKubeAPI, notifier: Any,
     notifier.send(SUCCESS)
     assert len(events(kube_api)) == 1
     assert sleeps == [0.5, 1.0]
+    assert len(kube_api.requests_for("POST", "/api/v1/namespaces/shop/events")) == 3
 
 
 def test_forbidden_is_reported(kube_api: FakeKubeAPI, notifier: Any,

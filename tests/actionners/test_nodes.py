@@ -297,6 +297,9 @@ def test_drain_errors_ignored(act: Act, cluster: FakeKubeAPI, spelling: str) -> 
 def test_drain_eviction_of_a_vanished_pod_is_fine(act: Act, cluster: FakeKubeAPI) -> None:
     cluster.fail("POST", r"/pods/lonely/eviction$", 404, message='pods "lonely" not found')
     assert act(rules("kubernetes:drain"), event()).done == [("R", "A", "success")]
+    assert evicted(cluster) == [("batch", "job-1"), ("monitoring", "agent-x"),
+                                ("shop", "db-0"), ("shop", "web-1")]
+    assert len(cluster.requests_for("POST", "/api/v1/namespaces/tools/pods/lonely")) == 1
 
 
 def _linger(kube_api: FakeKubeAPI, namespaces: set[str], seconds: float | None) -> None:

@@ -24,7 +24,6 @@ Behaviours covered:
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,14 +32,21 @@ from typing import Any
 import pytest
 
 from talon import models
-from talon.actionners.kubernetes import pods
+from talon.actionners.kubernetes import pods, targets
 from talon.plugin import CheckFailedError
-from tests.actionners.conftest import Acted, event, pod
-from tests.fakes.kube_api import FakeKubeAPI, RecordedRequest
+from tests.actionners.conftest import (
+    Acted,
+    assert_failed,
+    event,
+    no_pod_event,
+    pod,
+    wait_for,
+    writes,
+)
+from tests.fakes.kube_api import FakeKubeAPI
 from tests.support import Launch
 
 Act = Callable[..., Acted]
-WRITES = ("POST", "PUT", "PATCH", "DELETE")
 POD_PATH = "/api/v1/namespaces/shop/pods/web-1"
 RS_PATH = "/apis/apps/v1/namespaces/shop/replicasets/web-5d9c"
 
@@ -56,10 +62,6 @@ def rules(actionner: str, parameters: dict[str, Any] | None = None, *,
   actions:
     - {{action: A, actionner: {actionner}, parameters: {json.dumps(parameters or {})}}}""" \
         + second + "\n"
-
-
-def writes(kube_api: FakeKubeAPI) -> list[RecordedRequest]:
-    return [r for r in kube_api.requests if r.method in WRITES]
 
 
 def replicaset(ready: int | None, desired: int | None = 3,
@@ -86,26 +88,6 @@ def node(name: str = "node-1", labels: dict[str, str] | None = None,
     if annotations is not None:
         meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": {}}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def assert_failed(acted: Acted, error_part: str) -> models.Notification:
-    note = acted.note("A")
-    assert acted.done == [("R", "A", "failure")]
-    assert note.status == "failure"
-    assert error_part in note.error
-    return note
-
-
-def no_pod_event() -> models.Event:
-    return models.from_mapping({"rule": "F", "output": "x",
-                                "output_fields": {"k8s.ns.name": "shop"}})
 
 
 # --- kubernetes:terminate -------------------------------------------------------------------
@@ -242,6 +224,8 @@ def test_terminate_stops_the_rule_by_default(act: Act, kube_api: FakeKubeAPI) ->
     kube_api.add(pod())
     acted = act(rules("kubernetes:terminate", then="kubernetes:label"), event())
     assert acted.done == [("R", "A", "success")]
+    assert kube_api.get("pods", "shop", "web-1") is None
+    assert kube_api.requests_for("PATCH") == []  # B never ran
 
 
 def test_terminate_missing_pod_name(act: Act, kube_api: FakeKubeAPI) -> None:
@@ -561,9 +545,9 @@ def manifest(kind: str, api_version: str, namespaced: bool,
 
 
 def test_delete_supports_exactly_the_permitted_resources() -> None:
-    assert set(pods.DELETABLE) == {t[0] for t in TARGETS}
-    assert set(pods.DELETABLE) == {
-        p.resources[0] for p in pods.DELETE_PERMISSIONS}
+    assert set(targets.DELETABLE) == {t[0] for t in TARGETS}
+    assert set(targets.DELETABLE) == {
+        p.resources[0] for p in targets.DELETE_PERMISSIONS}
 
 
 @pytest.mark.parametrize(("resource", "kind", "api_version", "namespaced", "noun"), TARGETS)
@@ -592,6 +576,10 @@ def test_delete_clusterrole_without_namespace_field(act: Act, kube_api: FakeKube
     kube_api.add(manifest("ClusterRole", "rbac.authorization.k8s.io/v1", False))
     acted = act(rules("kubernetes:delete"), audit("clusterroles", "evil", None))
     assert acted.done == [("R", "A", "success")]
+    assert kube_api.get("clusterroles", None, "evil") is None
+    [deletion] = kube_api.deletions
+    assert (deletion.resource, deletion.namespace, deletion.name) == (
+        "clusterroles.rbac.authorization.k8s.io", None, "evil")
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -606,11 +594,11 @@ def test_delete_clusterrole_without_namespace_field(act: Act, kube_api: FakeKube
 def test_delete_target_rules(fields: tuple[str | None, ...], message: str | None) -> None:
     ctx = SimpleNamespace(event=audit(*fields))
     if message is None:
-        target = pods._audit_target(ctx)  # type: ignore[arg-type]
+        target = targets._audit_target(ctx)  # type: ignore[arg-type]
         assert (target.name, target.namespace) == ("evil", "")
         return
     with pytest.raises(CheckFailedError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        pods._audit_target(ctx)  # type: ignore[arg-type]
+        targets._audit_target(ctx)  # type: ignore[arg-type]
 
 
 def test_delete_unsupported_resource(act: Act, kube_api: FakeKubeAPI) -> None:

@@ -245,7 +245,7 @@ def tcpdump(ctx: ActionContext) -> Result:
     """Capture the pod's packets for `duration` seconds (artifact `tcpdump.pcap`)."""
     namespace, name = common.pod_target(ctx)
     objects = common.pod_objects(namespace, name)
-    return execs.report_failures(objects, lambda: _tcpdump(ctx, namespace, name, objects))
+    return common.report_failures(objects, lambda: _tcpdump(ctx, namespace, name, objects))
 
 
 # --- kubernetes:sysdig --------------------------------------------------------------------
@@ -379,4 +379,4 @@ def sysdig(ctx: ActionContext) -> Result:
     """Capture syscalls for `duration` seconds (artifact `sysdig.scap.gz`)."""
     namespace, name = common.pod_target(ctx)
     objects = common.pod_objects(namespace, name)
-    return execs.report_failures(objects, lambda: _sysdig(ctx, namespace, name, objects))
+    return common.report_failures(objects, lambda: _sysdig(ctx, namespace, name, objects))

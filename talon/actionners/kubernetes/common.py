@@ -1,4 +1,5 @@
-"""Helpers shared by the Kubernetes actionners: pod lookup, owners, API error text.
+"""Helpers shared by the Kubernetes actionners: pod lookup, owners, API error text, and
+the failure Result that keeps the target's objects.
 
 Layer L2 (a plug-in module): imports only talon.plugin, talon.clients and its package.
 API calls go through `ctx.clients.kube()` and always pass `_request_timeout`.
@@ -6,11 +7,12 @@ API calls go through `ctx.clients.kube()` and always pass `_request_timeout`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from talon.clients.kube import api_error as api_error  # shared with contexts and notifiers
 from talon.clients.kube import node_of as node_of
-from talon.plugin import ActionContext, ActionError, CheckFailedError
+from talon.plugin import ActionContext, ActionError, CheckFailedError, Result, Status
 
 STANDALONE = "StandalonePod"
 
@@ -63,3 +65,11 @@ def owner(pod: Any) -> tuple[str, str]:
 
 def pod_objects(namespace: str, pod: str) -> dict[str, str]:
     return {"pod": pod, "namespace": namespace}
+
+
+def report_failures(objects: Mapping[str, str], body: Callable[[], Result]) -> Result:
+    """Run `body`; an expected failure becomes a failure Result that keeps `objects`."""
+    try:
+        return body()
+    except (ActionError, CheckFailedError) as exc:
+        return Result(status=Status.FAILURE, error=str(exc), objects=objects)

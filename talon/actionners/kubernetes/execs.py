@@ -29,7 +29,6 @@ from talon.plugin import (
     ActionContext,
     ActionError,
     Artifact,
-    CheckFailedError,
     ParamValueError,
     Result,
     Status,
@@ -224,14 +223,6 @@ def containers_in_order(ctx: ActionContext, pod: Any) -> list[str]:
     return ordered
 
 
-def report_failures(objects: Mapping[str, str], body: Callable[[], Result]) -> Result:
-    """Run `body`; an expected failure becomes a failure Result that keeps `objects`."""
-    try:
-        return body()
-    except (ActionError, CheckFailedError) as exc:
-        return Result(status=Status.FAILURE, error=str(exc), objects=objects)
-
-
 def failure_text(done: _stream.Exec, container: str) -> str:
     """Why a command failed: its exit code and stderr (or the API server's message)."""
     stderr = strip_ansi(done.stderr.decode("utf-8", "replace")).strip()
@@ -261,7 +252,7 @@ def _command(ctx: ActionContext, prepare: Callable[[], Prepared]) -> Result:
                           error=failure_text(done, container), objects=objects)
         return Result(output=output, objects=objects)
 
-    return report_failures(objects, body)
+    return common.report_failures(objects, body)
 
 
 # --- kubernetes:exec ----------------------------------------------------------------------
@@ -371,8 +362,8 @@ def _logs(ctx: ActionContext, namespace: str, name: str) -> Result:
 def log(ctx: ActionContext) -> Result:
     """The last `tail_lines` lines of the first container that has logs (artifact `log`)."""
     namespace, name = common.pod_target(ctx)
-    return report_failures(common.pod_objects(namespace, name),
-                           lambda: _logs(ctx, namespace, name))
+    return common.report_failures(common.pod_objects(namespace, name),
+                                  lambda: _logs(ctx, namespace, name))
 
 
 # --- kubernetes:download ------------------------------------------------------------------
@@ -404,4 +395,4 @@ def download(ctx: ActionContext) -> Result:
     """`cat -- <file>` in the event's container (else each container until one succeeds)."""
     namespace, name = common.pod_target(ctx)
     objects = {**common.pod_objects(namespace, name), "file": ctx.params.file}
-    return report_failures(objects, lambda: _download(ctx, namespace, name, objects))
+    return common.report_failures(objects, lambda: _download(ctx, namespace, name, objects))

@@ -98,7 +98,6 @@ def api_errors() -> tuple[type[BaseException], ...]:
 
 def _node_of(ctx: ActionContext) -> str:
     """The name of the node the event's pod runs on."""
-    common.pod_target(ctx)
     return common.node_of(common.get_pod(ctx))
 
 
@@ -167,28 +166,17 @@ class _Replicas:
         if key not in self._known:
             rs = self.k.apps.read_namespaced_replica_set(name, namespace,
                                                          _request_timeout=self.k.timeout)
-            ready = int(getattr(rs.status, "ready_replicas", None) or 0) if rs.status else 0
-            desired = getattr(rs.spec, "replicas", None) if rs.spec else None
-            self._known[key] = [ready, 1 if desired is None else int(desired)]
+            self._known[key] = list(pods.replica_counts(rs))
         return self._known[key]
 
     def too_few(self, namespace: str, name: str) -> bool:
         """True when evicting one more pod of this ReplicaSet goes below the minimum."""
         ready, desired = self._get(namespace, name)
-        return too_few_healthy(self.minimum, ready, desired)
+        return pods.below_min_healthy(self.minimum, ready, desired)
 
     def evicted(self, namespace: str, name: str) -> None:
         if (namespace, name) in self._known:
             self._known[(namespace, name)][0] -= 1
-
-
-def too_few_healthy(minimum: str, ready: int, desired: int) -> bool:
-    """The min_healthy_replicas rule: "N" → ready < N; "P%" → ready < P% of desired."""
-    if not minimum:
-        return False
-    if minimum.endswith("%"):
-        return ready * 100 < int(minimum[:-1]) * desired
-    return ready < int(minimum)
 
 
 def _own_pod() -> tuple[str, str] | None:

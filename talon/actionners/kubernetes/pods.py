@@ -1,11 +1,12 @@
-"""Kubernetes actionners acting on the event's pod or audit target: terminate, label,
-annotation, delete.
+"""Kubernetes actionners acting on the event's pod (or its node): terminate, label,
+annotation. kubernetes:delete, which acts on an audit event's target, is in targets.py.
 
 Layer L2 (plug-in): imports talon.plugin and its own package; the kubernetes SDK is
 imported only inside the run functions. Each params dataclass is also the parameter
 schema (see `talon.params`); the key/value checks follow the API server's own rules, so a
 bad label is reported by `talon check` instead of being rejected at run time.
-`check_min_healthy_replicas` and `below_min_healthy` are shared with kubernetes:drain.
+`check_min_healthy_replicas`, `below_min_healthy` and `replica_counts` are shared with
+kubernetes:drain.
 
 Differences with the Go version (on purpose):
 - an ignored pod is reported as `ignored`, with its explanation, not as `success`;
@@ -13,9 +14,7 @@ Differences with the Go version (on purpose):
   desired replicas (the Go version compared the ready count with P itself);
 - a ReplicaSet that cannot be read is a failure, not a silent success;
 - label/annotation send a single JSON patch (`add`/`remove`), escape `~` as well as `/`
-  in keys, and never try to remove a key the object doesn't have;
-- delete also handles `pods` (its RBAC rule was already granted) and says nothing about
-  a namespace for cluster-scoped targets.
+  in keys, and never try to remove a key the object doesn't have.
 Failures after the target is known still carry its objects, so notifications name it.
 """
 
@@ -31,7 +30,6 @@ from talon.actionners.kubernetes import common, rbac
 from talon.plugin import (
     ActionContext,
     ActionError,
-    CheckFailedError,
     ParamValueError,
     Result,
     Status,
@@ -147,11 +145,6 @@ class AnnotationParams:
         _check_keys("annotations", "annotation", self.annotations)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteParams:
-    """kubernetes:delete takes no parameter (any key given is reported as unknown)."""
-
-
 TERMINATE_EXAMPLE = """\
 - action: Terminate the pod
   actionner: kubernetes:terminate
@@ -180,36 +173,6 @@ ANNOTATION_EXAMPLE = """\
       suspicious: "true"
 """
 
-DELETE_EXAMPLE = """\
-- action: Delete the suspicious resource
-  actionner: kubernetes:delete
-"""
-
-DELETE_PERMISSIONS = (
-    rbac.get_delete(rbac.CORE, "namespaces"),
-    rbac.PODS_GET_DELETE_LIST,
-    rbac.get_delete(rbac.APPS, "daemonsets"),
-    rbac.get_delete(rbac.APPS, "deployments"),
-    rbac.get_delete(rbac.APPS, "replicasets"),
-    rbac.get_delete(rbac.APPS, "statefulsets"),
-    rbac.get_delete("rbac.authorization.k8s.io", "roles"),
-    rbac.get_delete("rbac.authorization.k8s.io", "clusterroles"),
-    rbac.get_delete(rbac.CORE, "configmaps"),
-    rbac.get_delete(rbac.CORE, "secrets"),
-    rbac.get_delete(rbac.CORE, "services"),
-    rbac.get_delete(rbac.CORE, "serviceaccounts"),
-)
-"""One rule per resource kind kubernetes:delete handles (services and serviceaccounts too)."""
-
-
-def _reporting(objects: Mapping[str, str], body: Callable[[], Result]) -> Result:
-    """Run `body`; an expected failure becomes a failure Result that keeps `objects`."""
-    try:
-        return body()
-    except (ActionError, CheckFailedError) as exc:
-        return Result(status=Status.FAILURE, error=str(exc), objects=objects)
-
-
 # --- kubernetes:terminate -------------------------------------------------------------------
 
 
@@ -227,6 +190,13 @@ def below_min_healthy(spec: str, ready: int, desired: int) -> bool:
     return ready < int(spec)
 
 
+def replica_counts(rs: Any) -> tuple[int, int]:
+    """(ready, desired) replicas of a V1ReplicaSet; no ready count is 0, no desired count 1."""
+    ready = int(getattr(rs.status, "ready_replicas", None) or 0) if rs.status else 0
+    desired = getattr(rs.spec, "replicas", None) if rs.spec else None
+    return ready, 1 if desired is None else int(desired)
+
+
 def _replicaset_short(ctx: ActionContext, namespace: str, name: str, spec: str) -> bool:
     """Whether the ReplicaSet `name` has too few ready replicas to lose one of its pods."""
     k = common.kube(ctx)
@@ -235,9 +205,7 @@ def _replicaset_short(ctx: ActionContext, namespace: str, name: str, spec: str) 
     except Exception as exc:
         raise ActionError(f"cannot read the ReplicaSet '{name}' in the namespace "
                           f"'{namespace}': {common.api_error(exc)}") from exc
-    ready = (rs.status.ready_replicas if rs.status else 0) or 0
-    desired = rs.spec.replicas if rs.spec and rs.spec.replicas is not None else 1
-    return below_min_healthy(spec, int(ready), int(desired))
+    return below_min_healthy(spec, *replica_counts(rs))
 
 
 def _ignore_reason(ctx: ActionContext, pod: Any, namespace: str) -> str:
@@ -290,7 +258,7 @@ def terminate(ctx: ActionContext) -> Result:
     """Delete the event's pod with `grace_period_seconds`, unless a skip rule applies."""
     namespace, name = common.pod_target(ctx)
     objects = common.pod_objects(namespace, name)
-    return _reporting(objects, lambda: _terminate(ctx, namespace, name, objects))
+    return common.report_failures(objects, lambda: _terminate(ctx, namespace, name, objects))
 
 
 # --- kubernetes:label and kubernetes:annotation ---------------------------------------------
@@ -353,14 +321,6 @@ def _read_node(ctx: ActionContext, node: str) -> Any:
         raise ActionError(f"error getting node '{node}': {common.api_error(exc)}") from exc
 
 
-def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
-    """Set/remove metadata.<field_name> keys of the event's pod, or of its node."""
-    namespace, name = common.pod_target(ctx)
-    objects = common.pod_objects(namespace, name)
-    return _reporting(objects, lambda: _edit_target(ctx, namespace, name, field_name,
-                                                    (verb, done)))
-
-
 def _patch_pod(k: Any, namespace: str, name: str, ops: list[dict[str, Any]]) -> Any:
     return k.core.patch_namespaced_pod(name, namespace, ops, _request_timeout=k.timeout)
 
@@ -369,22 +329,27 @@ def _patch_node(k: Any, node: str, ops: list[dict[str, Any]]) -> Any:
     return k.core.patch_node(node, ops, _request_timeout=k.timeout)
 
 
-def _edit_target(ctx: ActionContext, namespace: str, name: str, field_name: str,
-                 words: tuple[str, str]) -> Result:
-    k = common.kube(ctx)
-    where = f"the pod '{name}' in the namespace '{namespace}'"
-    objects: Mapping[str, str] = common.pod_objects(namespace, name)
-    read: Callable[[], Any] = functools.partial(common.get_pod, ctx)
-    patch: Callable[[list[dict[str, Any]]], Any] = functools.partial(
-        _patch_pod, k, namespace, name)
-    if ctx.params.level == "node":
-        node = common.node_of(common.get_pod(ctx))
-        where, objects = f"the node '{node}'", {"node": node}
-        read = functools.partial(_read_node, ctx, node)
-        patch = functools.partial(_patch_node, k, node)
-    _apply(read, patch, getattr(ctx.params, field_name), field_name,
-           f"cannot {words[0]} {where}")
-    return Result(output=f"{where} has been {words[1]}", objects=objects)
+def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
+    """Set/remove metadata.<field_name> keys of the event's pod, or of its node."""
+    namespace, name = common.pod_target(ctx)
+    objects = common.pod_objects(namespace, name)
+
+    def body() -> Result:
+        k = common.kube(ctx)
+        if ctx.params.level == "node":
+            node = common.node_of(common.get_pod(ctx))
+            where, target = f"the node '{node}'", {"node": node}
+            read = functools.partial(_read_node, ctx, node)
+            patch = functools.partial(_patch_node, k, node)
+        else:
+            where, target = f"the pod '{name}' in the namespace '{namespace}'", objects
+            read = functools.partial(common.get_pod, ctx)
+            patch = functools.partial(_patch_pod, k, namespace, name)
+        _apply(read, patch, getattr(ctx.params, field_name), field_name,
+               f"cannot {verb} {where}")
+        return Result(output=f"{where} has been {done}", objects=target)
+
+    return common.report_failures(objects, body)
 
 
 @actionner(
@@ -407,119 +372,3 @@ def label(ctx: ActionContext) -> Result:
 def annotation(ctx: ActionContext) -> Result:
     """Set the non-empty annotations and remove the empty ones, on the pod or its node."""
     return _edit(ctx, "annotations", "annotate", "annotated")
-
-
-# --- kubernetes:delete ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Deletable:
-    """How kubernetes:delete reaches one resource through the SDK."""
-
-    api: str
-    """`Kube` attribute: core, apps or rbac."""
-    suffix: str
-    """SDK method suffix: `read_namespaced_<suffix>` / `delete_<suffix>`."""
-    noun: str
-    """Singular name used in the texts."""
-    namespaced: bool = True
-
-
-DELETABLE: Mapping[str, Deletable] = {
-    "namespaces": Deletable("core", "namespace", "namespace", namespaced=False),
-    "pods": Deletable("core", "pod", "pod"),
-    "configmaps": Deletable("core", "config_map", "configmap"),
-    "secrets": Deletable("core", "secret", "secret"),
-    "services": Deletable("core", "service", "service"),
-    "serviceaccounts": Deletable("core", "service_account", "serviceaccount"),
-    "deployments": Deletable("apps", "deployment", "deployment"),
-    "daemonsets": Deletable("apps", "daemon_set", "daemonset"),
-    "statefulsets": Deletable("apps", "stateful_set", "statefulset"),
-    "replicasets": Deletable("apps", "replica_set", "replicaset"),
-    "roles": Deletable("rbac", "role", "role"),
-    "clusterroles": Deletable("rbac", "cluster_role", "clusterrole", namespaced=False),
-}
-"""The `ka.target.resource` values kubernetes:delete handles (one RBAC rule each)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    kind: Deletable
-    resource: str
-    name: str
-    namespace: str
-
-    @property
-    def text(self) -> str:
-        if self.kind.namespaced:
-            return f"the {self.kind.noun} '{self.name}' in the namespace '{self.namespace}'"
-        return f"the {self.kind.noun} '{self.name}'"
-
-    @property
-    def objects(self) -> dict[str, str]:
-        found = {"name": self.name, "resource": self.resource}
-        return (found | {"namespace": self.namespace}) if self.kind.namespaced else found
-
-
-def _audit_target(ctx: ActionContext) -> _Target:
-    """The target of the audit event; CheckFailedError when incomplete or unsupported."""
-    event = ctx.event
-    resource, name = event.target_resource(), event.target_name()
-    if not resource:
-        raise CheckFailedError("missing target resource (ka.target.resource)")
-    if not name:
-        raise CheckFailedError("missing target name (ka.target.name)")
-    kind = DELETABLE.get(resource)
-    if kind is None:
-        raise CheckFailedError(f"the resource '{resource}' is not supported")
-    namespace = event.target_namespace() if kind.namespaced else ""
-    if kind.namespaced and not namespace:
-        raise CheckFailedError("missing target namespace (ka.target.namespace)")
-    return _Target(kind, resource, name, namespace)
-
-
-def _call(ctx: ActionContext, verb: str, target: _Target) -> None:
-    """`verb` (read or delete) the target; the answer's body is drained, not decoded."""
-    k = common.kube(ctx)
-    api = getattr(k, target.kind.api)
-    options = {"_request_timeout": k.timeout, "_preload_content": False}
-    if target.kind.namespaced:
-        method = getattr(api, f"{verb}_namespaced_{target.kind.suffix}")
-        response = method(target.name, target.namespace, **options)
-    else:
-        response = getattr(api, f"{verb}_{target.kind.suffix}")(target.name, **options)
-    response.drain_conn()
-    response.release_conn()
-
-
-def target_exists(ctx: ActionContext) -> None:
-    """Live check of kubernetes:delete: the audit event's target can be read."""
-    target = _audit_target(ctx)
-    try:
-        _call(ctx, "read", target)
-    except Exception as exc:
-        if common.is_not_found(exc):
-            raise CheckFailedError(f"{target.text} doesn't exist") from exc
-        raise ActionError(f"cannot read {target.text}: {common.api_error(exc)}") from exc
-
-
-def _delete(ctx: ActionContext, target: _Target) -> Result:
-    try:
-        _call(ctx, "delete", target)
-    except Exception as exc:
-        raise ActionError(f"cannot delete {target.text}: {common.api_error(exc)}") from exc
-    return Result(output=f"{target.text} has been deleted", objects=target.objects)
-
-
-@actionner(
-    CATEGORY, "delete", checks=(target_exists,), params=DeleteParams,
-    description="Delete the resource",
-    default_continue=False,
-    required_fields=("ka.target.resource", "ka.target.name"),
-    sources=("k8s_audit",), requires=REQUIRES,
-    permissions=DELETE_PERMISSIONS, example=DELETE_EXAMPLE,
-)
-def delete(ctx: ActionContext) -> Result:
-    """Delete the target of a Kubernetes audit event (resource, name, namespace)."""
-    target = _audit_target(ctx)
-    return _reporting(target.objects, lambda: _delete(ctx, target))
