@@ -255,21 +255,21 @@ def test_outputs_metadata() -> None:
 
 def test_rbac_rules_of_some_actionners() -> None:
     assert _actionner("kubernetes:terminate").permissions == (
-        Permission(("",), ("pods",), ("get", "delete", "list")),
+        Permission(("",), ("pods",), ("get", "delete")),
         Permission(("apps",), ("replicasets",), ("get",)))
     assert _actionner("kubernetes:sysdig").permissions == (
         Permission(("",), ("pods",), ("get", "list")),
-        Permission(("batch",), ("jobs",), ("create", "get", "list", "delete")),
+        Permission(("batch",), ("jobs",), ("create", "delete")),
         Permission(("",), ("pods/exec",), ("get", "create")))
     assert _actionner("kubernetes:tcpdump").permissions[1] == Permission(
-        ("",), ("pods/ephemeralcontainers",), ("patch", "create"))
+        ("",), ("pods/ephemeralcontainers",), ("patch",))
     deletable = {r.resources[0] for r in _actionner("kubernetes:delete").permissions}
     assert deletable == {"namespaces", "pods", "daemonsets", "deployments", "replicasets",
                          "statefulsets", "roles", "clusterroles", "configmaps", "secrets",
                          "services", "serviceaccounts"}
     calico_rule = _actionner("calico:networkpolicy").permissions[1]
     assert calico_rule == Permission(("projectcalico.org",), ("networkpolicies",),
-                                     ("get", "update", "patch", "create"))
+                                     ("get", "create", "update"))
     cilium_rule = _actionner("cilium:networkpolicy").permissions[1]
     assert cilium_rule.resources == ("ciliumnetworkpolicies",)
     assert _actionner("aws:lambda").cloud_permissions.count("lambda:GetFunction") == 1

@@ -95,7 +95,7 @@ def _status(exc: BaseException | None) -> int | None:
     "k8sevents",
     description="Create a Kubernetes Event in the namespace of the target resource",
     requires=("kubernetes",),
-    permissions=(Permission(("",), ("events",), ("get", "update", "patch", "create")),
+    permissions=(Permission(("",), ("events",), ("create",)),
                  Permission(("",), ("pods",), ("get",))),
     example=EXAMPLE,
 )

@@ -9,6 +9,12 @@
   fake received) and `wait_for()`.
 - `start` (tests/support.py): the real server as a subprocess, for end-to-end tests; pass
   `f"kubeconfig: {kube_config}"` in its config.
+
+Every `act()` call checks least privilege as it goes: each request the fake API server
+received during the call must be granted by the declared `permissions` of the plug-ins
+the rules use (actionners and contexts), so a plug-in cannot start calling the API without
+declaring it. `USED` collects, per actionner, what its calls needed (tests/actionners/
+test_rbac.py checks that nothing declared goes unused).
 """
 
 from __future__ import annotations
@@ -27,13 +33,19 @@ from talon.clients import Clients
 from talon.engine import Engine
 from talon.metrics import Metrics
 from talon.models import Notification
+from talon.registry import Registry
 from talon.reloader import RuleStore
+from talon.rules.model import RuleSet
+from tests.fakes import kube_rbac
 from tests.fakes.kube_api import FakeKubeAPI, RecordedRequest, kube_api, kube_config
 from tests.support import start
 
 __all__ = ["kube_api", "kube_config", "start"]
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+USED: dict[str, set[kube_rbac.Need]] = {}
+"""Actionner fullname → the permissions its `act()` calls needed, over the whole run."""
 
 
 @dataclass
@@ -101,8 +113,31 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.05)
 
 
+def _declared(registry: Registry, ruleset: RuleSet) -> tuple[set[str], set[kube_rbac.Need]]:
+    """The actionners the rules use, and what they and their contexts declare."""
+    names: set[str] = set()
+    perms: set[kube_rbac.Need] = set()
+    for action in (a for rule in ruleset.rules for a in rule.actions):
+        names.add(action.actionner)
+        perms |= kube_rbac.granted(registry.get("actionner", action.actionner).info.permissions)
+        for ctx in action.additional_contexts:
+            perms |= kube_rbac.granted(registry.get("context", ctx).info.permissions)
+    return names, perms
+
+
+def check_least_privilege(registry: Registry, ruleset: RuleSet,
+                          received: list[RecordedRequest]) -> None:
+    """Every request received is granted by what the rules' plug-ins declare."""
+    names, declared = _declared(registry, ruleset)
+    needed = kube_rbac.needed(received)
+    assert needed <= declared, (f"{sorted(names)} made requests their permissions do not "
+                                f"grant: {sorted(needed - declared)}")
+    if len(names) == 1:
+        USED.setdefault(names.pop(), set()).update(needed)
+
+
 @pytest.fixture
-def act(kube_config: Path, tmp_path: Path) -> Callable[..., Acted]:
+def act(kube_api: FakeKubeAPI, kube_config: Path, tmp_path: Path) -> Callable[..., Acted]:
     registry = catalog.registry()
     settings = config.load(None, env={}, overrides={"kubeconfig": str(kube_config)})
     clients = Clients(settings, timeout=5)
@@ -116,6 +151,9 @@ def act(kube_config: Path, tmp_path: Path) -> Callable[..., Acted]:
         engine = Engine(registry=registry, rules=RuleStore(ruleset), metrics=metrics,
                         notify=lambda _names, n: notes.append(n),
                         default_notifiers=("webhook",), clients=clients, **kw)
-        return Acted(engine.handle(ev), notes, metrics)
+        before = len(kube_api.requests)
+        acted = Acted(engine.handle(ev), notes, metrics)
+        check_least_privilege(registry, ruleset, kube_api.requests[before:])
+        return acted
 
     return run

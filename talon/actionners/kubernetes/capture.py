@@ -237,7 +237,7 @@ def _tcpdump(ctx: ActionContext, namespace: str, name: str,
     description="Capture the network packets for the pod",
     default_continue=False, require_output=True,
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
-    permissions=(rbac.PODS_GET_UPDATE_PATCH_LIST, rbac.PODS_EPHEMERAL_CONTAINERS,
+    permissions=(rbac.PODS_GET, rbac.PODS_EPHEMERAL_CONTAINERS,
                  rbac.PODS_EXEC),
     example=TCPDUMP_EXAMPLE,
 )

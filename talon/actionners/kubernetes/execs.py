@@ -39,7 +39,7 @@ from talon.plugin import (
 DEFAULT_SHELL = "/bin/sh"
 DEFAULT_TAIL_LINES = 20
 
-EXEC_PERMISSIONS = (rbac.PODS_GET_LIST, rbac.PODS_EXEC)
+EXEC_PERMISSIONS = (rbac.PODS_GET, rbac.PODS_EXEC)
 
 
 def _require_text(name: str, value: str) -> None:
@@ -357,7 +357,7 @@ def _logs(ctx: ActionContext, namespace: str, name: str) -> Result:
     pods.CATEGORY, "log", checks=(common.pod_exists,), params=LogParams,
     description="Get logs from a pod",
     allow_output=True, required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
-    permissions=(rbac.PODS_GET_LIST, rbac.PODS_LOG), example=LOG_EXAMPLE,
+    permissions=(rbac.PODS_GET, rbac.PODS_LOG), example=LOG_EXAMPLE,
 )
 def log(ctx: ActionContext) -> Result:
     """The last `tail_lines` lines of the first container that has logs (artifact `log`)."""

@@ -55,8 +55,8 @@ class NetworkPolicyParams:
 
 def policy_permissions(api_group: str, resource: str) -> tuple[Permission, ...]:
     """RBAC of a network policy actionner: read pods and owners, write `resource`."""
-    return (rbac.PODS_GET_LIST,
-            Permission((api_group,), (resource,), ("get", "update", "patch", "create")),
+    return (rbac.PODS_GET,
+            Permission((api_group,), (resource,), ("get", "create", "update")),
             *rbac.OWNERS_GET)
 
 

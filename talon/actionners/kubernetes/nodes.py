@@ -108,7 +108,7 @@ def _node_of(ctx: ActionContext) -> str:
     pods.CATEGORY, "cordon", params=CordonParams, checks=(common.pod_exists,),
     description="Cordon a node",
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
-    permissions=(rbac.PODS_GET_LIST, rbac.NODES_PATCH), example=CORDON_EXAMPLE,
+    permissions=(rbac.PODS_GET, rbac.NODES_PATCH), example=CORDON_EXAMPLE,
 )
 def cordon(ctx: ActionContext) -> Result:
     """Mark the pod's node unschedulable (JSON patch of /spec/unschedulable)."""

@@ -251,7 +251,7 @@ def _terminate(ctx: ActionContext, namespace: str, name: str,
     CATEGORY, "terminate", checks=(common.pod_exists,), params=TerminateParams,
     description="Terminate the pod",
     default_continue=False, required_fields=POD_FIELDS, requires=REQUIRES,
-    permissions=(rbac.PODS_GET_DELETE_LIST, rbac.REPLICASETS_GET),
+    permissions=(rbac.PODS_GET_DELETE, rbac.REPLICASETS_GET),
     example=TERMINATE_EXAMPLE,
 )
 def terminate(ctx: ActionContext) -> Result:
@@ -356,7 +356,7 @@ def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
     CATEGORY, "label", checks=(common.pod_exists,), params=LabelParams,
     description="Add, modify or delete the labels of the pod/node",
     required_fields=POD_FIELDS, requires=REQUIRES,
-    permissions=(rbac.PODS_NODES_PATCH,), example=LABEL_EXAMPLE,
+    permissions=(rbac.PODS_NODES_GET_PATCH,), example=LABEL_EXAMPLE,
 )
 def label(ctx: ActionContext) -> Result:
     """Set the non-empty labels and remove the empty ones, on the pod or its node."""
@@ -367,7 +367,7 @@ def label(ctx: ActionContext) -> Result:
     CATEGORY, "annotation", checks=(common.pod_exists,), params=AnnotationParams,
     description="Add, modify or delete the annotations of the pod/node",
     required_fields=POD_FIELDS, requires=REQUIRES,
-    permissions=(rbac.PODS_NODES_PATCH,), example=ANNOTATION_EXAMPLE,
+    permissions=(rbac.PODS_NODES_GET_PATCH,), example=ANNOTATION_EXAMPLE,
 )
 def annotation(ctx: ActionContext) -> Result:
     """Set the non-empty annotations and remove the empty ones, on the pod or its node."""

@@ -32,7 +32,7 @@ DELETE_EXAMPLE = """\
 
 DELETE_PERMISSIONS = (
     rbac.get_delete(rbac.CORE, "namespaces"),
-    rbac.PODS_GET_DELETE_LIST,
+    rbac.PODS_GET_DELETE,
     rbac.get_delete(rbac.APPS, "daemonsets"),
     rbac.get_delete(rbac.APPS, "deployments"),
     rbac.get_delete(rbac.APPS, "replicasets"),
