@@ -17,11 +17,13 @@ from typing import Any
 
 from talon import log, notify, rules, sdnotify
 from talon.clients import Clients
+from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
 from talon.config import Settings
-from talon.dedup import Deduplicator, LocalBackend
+from talon.dedup import Backend, Deduplicator, LocalBackend
 from talon.engine import Engine
 from talon.errors import ConfigError, RulesError
+from talon.leases import LeaseBackend, LeaseSweeper
 from talon.metrics import Metrics
 from talon.models import Delivery, Event
 from talon.pool import MemoryQueue, WorkerPool
@@ -49,6 +51,7 @@ class App:
     server: IngestServer
     dispatcher: notify.Dispatcher
     reloader: Reloader
+    sweeper: LeaseSweeper | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -61,6 +64,8 @@ class App:
         self.server.start()
         if self.settings.watch_rules:
             self.reloader.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
 
     def shutdown(self) -> bool:
         """Stop accepting, process what was accepted, stop every thread."""
@@ -69,6 +74,8 @@ class App:
                  queued=self.queue.depth())
         self.server.stop()
         self.reloader.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         drained = self.pool.drain(self.settings.shutdown_timeout_seconds)
         self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
@@ -102,10 +109,10 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         log.emit(logger, logging.INFO, "init", category="kubernetes",
                  result=f"connected to {version} ({clients.kube().source})")
     dd = settings.deduplication
+    backend, sweeper = _dedup_backend(settings, clients, metrics)
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
-                    dedup=Deduplicator(dd.time_window_seconds, dd.key,
-                                       LocalBackend(dd.max_entries)),
+                    dedup=Deduplicator(dd.time_window_seconds, dd.key, backend),
                     clients=clients, dry_run=settings.dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events)
@@ -127,7 +134,41 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         max_connections=settings.max_connections, read_timeout=settings.read_timeout_seconds,
         idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
-               queue=queue, server=server, dispatcher=dispatcher, reloader=reloader)
+               queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
+               sweeper=sweeper)
+
+
+def _dedup_backend(settings: Settings, clients: Clients,
+                   metrics: Metrics) -> tuple[Backend, LeaseSweeper | None]:
+    """Leases when asked for and a cluster answers (never in dry-run), else local memory."""
+    dd = settings.deduplication
+    local = LocalBackend(dd.max_entries)
+    why = ""
+    if dd.time_window_seconds <= 0:
+        why = "off (time_window_seconds is 0)"
+    elif not dd.leader_election:
+        why = "per process (leader_election is false)"
+    elif settings.dry_run:
+        why = "per process (dry-run writes nothing to the cluster)"
+    if why:
+        log.emit(logger, logging.INFO, "init", category="deduplication", result=why)
+        return local, None
+    try:
+        kube = clients.kube()
+        kube.ping(dd.timeout_seconds)
+    except KubeConfigError as exc:
+        log.emit(logger, logging.INFO, "init", category="deduplication",
+                 result=f"per process (no cluster: {exc})")
+        return local, None
+    namespace = dd.lease_namespace or kube_client.own_namespace()
+    api = kube.api_without_retries("CoordinationV1Api")
+    backend = LeaseBackend(api, namespace=namespace, prefix=dd.lease_name,
+                           identity=kube_client.identity(), timeout=dd.timeout_seconds,
+                           metrics=metrics, max_entries=dd.max_entries)
+    log.emit(logger, logging.INFO, "init", category="deduplication",
+             result=f"cluster-wide through Leases in the namespace '{namespace}'",
+             holder=backend.identity, window=dd.time_window_seconds)
+    return backend, LeaseSweeper(api, namespace, interval=min(10.0, dd.time_window_seconds))
 
 
 def _needs_kubernetes(ruleset: RuleSet, registry: Registry, notifiers: list[str]) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -57,10 +58,24 @@ def _lower_items(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(item.lower() for item in items)
 
 
-def _not_empty(value: str) -> str:
-    if not value.strip():
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _lease_name(value: str) -> str:
+    text = value.strip()
+    if not text:
         raise ValueError("must not be empty")
-    return value
+    if len(text) > 200 or not all(_DNS_LABEL.fullmatch(p) for p in text.split(".")):
+        raise ValueError(f"'{text}' is not a valid name prefix: lowercase letters, digits, "
+                         "'-' and '.', at most 200 characters")
+    return text
+
+
+def _namespace(value: str) -> str:
+    text = value.strip()
+    if text and (len(text) > 63 or not _DNS_LABEL.fullmatch(text)):
+        raise ValueError(f"'{text}' is not a valid namespace name")
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,8 +103,9 @@ class OtelSettings:
 class DedupSettings:
     """De-duplication of repeated events and the leader lease (section `deduplication`)."""
 
-    leader_election: bool = field(default=True, metadata=meta("Elect a leader via a lease"))
-    """Elect one leader among replicas through a Kubernetes Lease (cluster mode)."""
+    leader_election: bool = field(default=True, metadata=meta(
+        "Dedup across replicas via Leases"))
+    """With a reachable cluster, deduplicate across replicas through Kubernetes Leases."""
     time_window_seconds: int = field(default=5, metadata=meta(
         "Dedup window (s), 0 disables", min_=0))
     """Events with the same key inside this window run once; 0 disables de-duplication."""
@@ -97,11 +113,14 @@ class DedupSettings:
         "Event fields forming the dedup key", check=_dedup_key))
     """Event fields making the key (`rule`, `output_fields.<field>`…); empty = the output text."""
     lease_name: str = field(default="falco-talon", metadata=meta(
-        "Name of the leader lease", check=_not_empty))
-    """Name of the Lease object used for leader election."""
+        "Prefix of the dedup Lease names", check=_lease_name))
+    """Dedup Leases are named `<lease_name>-<hash of the key>`."""
     lease_namespace: str = field(default="", metadata=meta(
-        "Namespace of the leader lease", env=("NAMESPACE",)))
-    """Namespace of the Lease; empty = the pod's own namespace."""
+        "Namespace of the dedup Leases", env=("NAMESPACE",), check=_namespace))
+    """Namespace of the Leases; empty = the pod's own namespace, else `default`."""
+    timeout_seconds: float = field(default=2.0, metadata=meta(
+        "Max wait for a dedup decision (s)", gt=0))
+    """Longest a claim may take; past it the event is deduplicated locally and acted on."""
     max_entries: int = field(default=100000, metadata=meta("Max keys remembered", min_=1))
     """Upper bound on the keys remembered in the window (oldest dropped first)."""
 

@@ -53,6 +53,14 @@ class Metrics:
                                "timeout (their worker was replaced)", registry=r)
         self.reloads = Counter("talon_rules_reloads", "rule reloads", ["status"], registry=r)
         self.rules_loaded = Gauge("talon_rules_loaded", "rules in force", registry=r)
+        self.dedup_claims = Counter("talon_dedup_claims", "dedup decisions through Leases",
+                                    ["result"], registry=r)
+        self.dedup_fallback = Counter("talon_dedup_fallback", "dedup claims that fell back "
+                                      "to this replica's memory", ["reason"], registry=r)
+        self.dedup_claim_seconds = Histogram(
+            "talon_dedup_claim_seconds", "time to claim a dedup Lease",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=r)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *values: str) -> Any:

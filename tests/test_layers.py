@@ -23,7 +23,7 @@ INDEPENDENT_LAYER = 4
 LAYER_TABLE: dict[int, tuple[str, ...]] = {
     6: (LAUNCHER, "talon.__main__", "talon.cli"),
     5: ("talon.app",),  # wiring only
-    4: ("talon.server", "talon.reloader", "talon.dedup", "talon.pool"),
+    4: ("talon.server", "talon.reloader", "talon.dedup", "talon.leases", "talon.pool"),
     3: (
         "talon.engine", "talon.notify", "talon.rules.validate",
         "talon.rules",  # the package __init__ imports rules.validate (L3)

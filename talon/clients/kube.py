@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,20 @@ class KubeConfigError(TalonError):
 
 def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (SERVICE_ACCOUNT / "token").exists()
+
+
+def own_namespace() -> str:
+    """The namespace of the pod Talon runs in (service account), else "default"."""
+    try:
+        return (SERVICE_ACCOUNT / "namespace").read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def identity() -> str:
+    """Who this replica is: the pod name in a pod (its host name), else host name and pid."""
+    host = socket.gethostname()
+    return host if in_cluster() else f"{host}-{os.getpid()}"
 
 
 @dataclass
@@ -75,10 +90,26 @@ class Kube:
     def version(self) -> Any:
         return self._api("VersionApi")
 
-    def ping(self) -> str:
-        """The server's git version; raises KubeConfigError when unreachable."""
+    def api_without_retries(self, name: str) -> Any:
+        """A `name` API (e.g. "CoordinationV1Api") on its own connection pool that never
+        retries, so that a call takes no longer than its `_request_timeout`."""
+        key = f"{name}/no-retries"
+        if key not in self._apis:
+            import copy
+
+            from kubernetes import client
+
+            configuration = copy.deepcopy(self.api_client.configuration)
+            configuration.retries = False
+            self._apis[key] = getattr(client, name)(client.ApiClient(configuration))
+        return self._apis[key]
+
+    def ping(self, timeout: float | None = None) -> str:
+        """The server's git version (one try, `timeout` or the client's); raises
+        KubeConfigError when unreachable."""
         try:
-            info = self.version.get_code(_request_timeout=self.timeout)
+            info = self.api_without_retries("VersionApi").get_code(
+                _request_timeout=timeout or self.timeout)
         except Exception as exc:
             raise KubeConfigError(f"cannot reach the Kubernetes API ({self.source}): "
                                   f"{_short(exc)}") from exc

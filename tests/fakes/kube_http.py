@@ -194,14 +194,24 @@ def int_param(request: RecordedRequest, name: str) -> int | None:
         raise bad_request(f"invalid value for {name}: {value!r}") from None
 
 
+def _key(item: JSON) -> str:
+    meta = item.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+
 def paginate(items: list[JSON], request: RecordedRequest, meta: JSON) -> list[JSON]:
-    """Apply `limit`/`continue`, filling metadata.continue and remainingItemCount."""
+    """Apply `limit`/`continue`, filling metadata.continue and remainingItemCount.
+
+    As etcd does, items come in key order and a continue token resumes after the last key
+    returned, so objects deleted between two pages do not shift the next page."""
     token = request.param("continue")
-    start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    items = sorted(items, key=_key)
+    if token:
+        after = base64.urlsafe_b64decode(token.encode()).decode()
+        items = [item for item in items if _key(item) > after]
     limit = int_param(request, "limit") or 0
-    if not limit or start + limit >= len(items):
-        return items[start:]
-    end = start + limit
-    meta["continue"] = base64.urlsafe_b64encode(str(end).encode()).decode()
-    meta["remainingItemCount"] = len(items) - end
-    return items[start:end]
+    if not limit or limit >= len(items):
+        return items
+    meta["continue"] = base64.urlsafe_b64encode(_key(items[limit - 1]).encode()).decode()
+    meta["remainingItemCount"] = len(items) - limit
+    return items[:limit]

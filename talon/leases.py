@@ -1,0 +1,263 @@
+"""Cluster-wide deduplication: one Kubernetes Lease per dedup key and window.
+
+Layer L4. Several replicas behind one Service each receive copies of the same alert; the
+API server (etcd) decides which one acts. `LeaseBackend.first_seen(key, window)`:
+- a key this replica claimed or saw within the window is a duplicate, without a call;
+- else it creates the Lease `<prefix>-<key>` (holder, duration = the window, acquire and
+  renew times): created means first, act; 409 AlreadyExists: read it; expired, take it over
+  with an update carrying its resourceVersion (a 409 there: another replica won), else it
+  is a duplicate;
+- an error, a 403, or no decision within `timeout` falls back to local dedup and acts (at
+  least once, never zero times), counted and warned about at most once a minute per reason.
+`LeaseSweeper` deletes expired dedup Leases in the background, in bounded batches, each
+with a resourceVersion precondition so that a Lease renewed meanwhile survives.
+Expiry compares the Lease's renewTime (wall clock) with this host's clock: keep the
+replicas' clocks in sync (NTP), as for any Lease holder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from talon import log
+from talon.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LABEL = "talon.falco.org/dedup"
+LABELS = {LABEL: "true", "app.kubernetes.io/managed-by": "falco-talon"}
+WARN_EVERY = 60.0
+SWEEP_GRACE = 5.0
+"""Seconds past its expiry before a Lease is swept (margin for clock skew)."""
+
+
+class ClaimTimeoutError(Exception):
+    """No decision within the dedup timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The decision for one key: first, duplicate or fallback (with the reason)."""
+
+    result: str
+    reason: str = ""
+    expires_in: float = 0.0
+
+
+def micro_time(seconds: float) -> str:
+    """A Kubernetes MicroTime (RFC 3339 with microseconds, UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def expiry_of(lease: dict[str, Any]) -> float:
+    """Unix time at which `lease` expires (renewTime or acquireTime + duration); 0 if unknown."""
+    spec = lease.get("spec") or {}
+    stamp = spec.get("renewTime") or spec.get("acquireTime")
+    duration = spec.get("leaseDurationSeconds")
+    if not stamp or not isinstance(duration, int):
+        return 0.0
+    try:
+        renewed = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return renewed + duration
+
+
+def _reason(exc: BaseException) -> str:
+    """The fallback reason for a failed claim."""
+    if isinstance(exc, ClaimTimeoutError) or "timeout" in type(exc).__name__.lower():
+        return "timeout"
+    status = getattr(exc, "status", None)
+    if status == 403:
+        return "forbidden"
+    if isinstance(status, int) and status:
+        return "error"
+    return "unreachable"
+
+
+class LeaseBackend:
+    """The dedup backend shared by all workers: Lease claims with a local memory."""
+
+    def __init__(self, api: Any, *, namespace: str, prefix: str, identity: str,
+                 timeout: float, metrics: Metrics, max_entries: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.api, self.namespace, self.prefix = api, namespace, prefix
+        self.identity, self.timeout, self.metrics = identity, timeout, metrics
+        self._max, self._clock, self._wall = max_entries, clock, wall
+        self._known: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self._warned: dict[str, float] = {}
+
+    def name_of(self, key: str) -> str:
+        return f"{self.prefix}-{key}"
+
+    def first_seen(self, key: str, window: float) -> bool:
+        """True when this event should act (first in the window, or the API failed)."""
+        if self._remembered(key):
+            self.metrics.child(self.metrics.dedup_claims, "duplicate").inc()
+            return False
+        started = self._clock()
+        try:
+            claim = self._claim(key, window, started + self.timeout)
+        except Exception as exc:  # noqa: BLE001 - any API failure falls back to acting
+            claim = Claim("fallback", _reason(exc), window)
+            self._warn(claim.reason, exc)
+            self.metrics.child(self.metrics.dedup_fallback, claim.reason).inc()
+        self.metrics.dedup_claim_seconds.observe(self._clock() - started)
+        self.metrics.child(self.metrics.dedup_claims, claim.result).inc()
+        self._remember(key, claim.expires_in)
+        if claim.result == "duplicate":
+            return False
+        log.emit(logger, logging.DEBUG, "dedup", result=claim.result, lease=self.name_of(key),
+                 reason=claim.reason or None)
+        return True
+
+    # -- local memory -------------------------------------------------------------------
+
+    def _remembered(self, key: str) -> bool:
+        with self._lock:
+            expiry = self._known.get(key)
+            return expiry is not None and expiry > self._clock()
+
+    def _remember(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._known[key] = self._clock() + max(seconds, 0.0)
+            self._known.move_to_end(key)
+            while len(self._known) > self._max:
+                self._known.popitem(last=False)
+
+    # -- the claim ----------------------------------------------------------------------
+
+    def _left(self, deadline: float) -> float:
+        left = deadline - self._clock()
+        if left <= 0:
+            raise ClaimTimeoutError(f"no decision within {self.timeout:g}s")
+        return left
+
+    def _body(self, name: str, window: float, now: float) -> dict[str, Any]:
+        stamp = micro_time(now)
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": self.namespace, "labels": LABELS},
+                "spec": {"holderIdentity": self.identity,
+                         "leaseDurationSeconds": max(1, math.ceil(window)),
+                         "acquireTime": stamp, "renewTime": stamp}}
+
+    def _claim(self, key: str, window: float, deadline: float) -> Claim:
+        name, now = self.name_of(key), self._wall()
+        body = self._body(name, window, now)
+        try:
+            self.api.create_namespaced_lease(self.namespace, body, _preload_content=False,
+                                             _request_timeout=self._left(deadline))
+            return Claim("first", expires_in=window)
+        except Exception as exc:
+            if getattr(exc, "status", None) != 409:
+                raise
+        response = self.api.read_namespaced_lease(name, self.namespace, _preload_content=False,
+                                                  _request_timeout=self._left(deadline))
+        current = json.loads(response.data)
+        expires = expiry_of(current)
+        if expires > now:
+            return Claim("duplicate", expires_in=expires - now)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            self.api.replace_namespaced_lease(name, self.namespace, body,
+                                              _preload_content=False,
+                                              _request_timeout=self._left(deadline))
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:
+                return Claim("duplicate", expires_in=window)
+            raise
+        return Claim("first", expires_in=window)
+
+    def _warn(self, reason: str, exc: BaseException) -> None:
+        now = self._clock()
+        with self._lock:
+            if now - self._warned.get(reason, -WARN_EVERY) < WARN_EVERY:
+                return
+            self._warned[reason] = now
+        log.emit(logger, logging.WARNING, "dedup", result="fallback", reason=reason,
+                 error=_short(exc), namespace=self.namespace,
+                 hint="acting on this event; deduplicated within this replica only "
+                      f"(this warning repeats at most every {WARN_EVERY:g}s)")
+
+
+def _short(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            message = json.loads(body).get("message")
+        except (TypeError, ValueError, AttributeError):
+            message = None
+        if message:
+            return f"{message} ({getattr(exc, 'status', '')})"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class LeaseSweeper:
+    """Deletes expired dedup Leases every `interval` seconds, `batch` at a time."""
+
+    def __init__(self, api: Any, namespace: str, *, interval: float = 10.0,
+                 batch: int = 100, max_batches: int = 10, timeout: float = 10.0,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.api, self.namespace, self.interval = api, namespace, interval
+        self.batch, self.max_batches, self.timeout, self._wall = batch, max_batches, timeout, wall
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="talon-lease-sweeper",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + 1)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next time
+                log.emit(logger, logging.WARNING, "dedup", result="sweep failed",
+                         namespace=self.namespace, error=_short(exc))
+
+    def sweep(self) -> int:
+        """Delete the expired dedup Leases (at most batch × max_batches); how many."""
+        deleted, token = 0, None
+        for _ in range(self.max_batches):
+            response = self.api.list_namespaced_lease(
+                self.namespace, label_selector=f"{LABEL}=true", limit=self.batch,
+                _continue=token, _preload_content=False, _request_timeout=self.timeout)
+            page = json.loads(response.data)
+            deleted += sum(self._delete_if_expired(lease) for lease in page.get("items", []))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token or self._stop.is_set():
+                break
+        return deleted
+
+    def _delete_if_expired(self, lease: dict[str, Any]) -> bool:
+        if expiry_of(lease) + SWEEP_GRACE > self._wall():
+            return False
+        meta = lease["metadata"]
+        body = {"preconditions": {"resourceVersion": meta["resourceVersion"]}}
+        try:
+            self.api.delete_namespaced_lease(meta["name"], self.namespace, body=body,
+                                             _preload_content=False,
+                                             _request_timeout=self.timeout)
+        except Exception as exc:
+            if getattr(exc, "status", None) in (404, 409):
+                return False
+            raise
+        return True
