@@ -2,9 +2,9 @@
 
 Covers: kubeconfig + token auth (401 on a wrong token); CRUD on core, apps, batch,
 networking, coordination, events and custom resources (Cilium, Calico); server-set metadata
-(uid, creationTimestamp, global resourceVersion, generateName); Status bodies of 404 (object
-and unknown path), 409 AlreadyExists/Conflict, 422 Invalid, 415; optimistic concurrency on
-PUT (pods, leases, CRDs needing a resourceVersion); JSON patch (escapes, add/remove/replace/
+(uid, creationTimestamp, global resourceVersion, generateName); Status bodies of 404 (object,
+unknown path, API group not installed), 409 AlreadyExists/Conflict, 422 Invalid, 415;
+optimistic concurrency on PUT (pods, leases, CRDs needing a resourceVersion); JSON patch (escapes, add/remove/replace/
 test/move/copy, the 422 of a patch that does not apply, replace of an absent key), merge patch,
 strategic merge (merge keys, $patch delete, CRD refusal); status subresource; label and field
 selectors, all-namespaces lists, pagination; DELETE answers and grace periods; pods/log with
@@ -275,6 +275,31 @@ def test_custom_resource_put_needs_a_resource_version(k8s: SimpleNamespace) -> N
     updated = k8s.custom.replace_namespaced_custom_object(group, version, NS, plural, "web",
                                                           body)
     assert updated["spec"]["egressDeny"] == [{"toCIDR": ["10.0.0.1/32"]}]
+
+
+def test_uninstalled_group_answers_the_generic_404(fake: FakeKubeAPI,
+                                                  k8s: SimpleNamespace) -> None:
+    group, version, plural = "cilium.io", "v2", "ciliumnetworkpolicies"
+    body = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "web"}, "spec": {}}
+    k8s.custom.create_namespaced_custom_object(group, version, NS, plural, body)
+    removed = fake.uninstall("cilium.io")
+    assert {rd.resource for rd in removed} == {plural, "ciliumclusterwidenetworkpolicies"}
+    generic = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "the server could not find the requested resource",
+               "reason": "NotFound", "details": {}, "code": 404}
+    for call, args in ((k8s.custom.get_namespaced_custom_object, ("web",)),
+                       (k8s.custom.create_namespaced_custom_object, (body,)),
+                       (k8s.custom.replace_namespaced_custom_object, ("web", body))):
+        assert failure(k8s, call, group, version, NS, plural, *args) == (404, generic)
+    calico = k8s.custom.list_namespaced_custom_object("projectcalico.org", "v3", NS,
+                                                      "networkpolicies")
+    assert calico["items"] == []  # other groups are still served
+    fake.register_resource("cilium.io/v2", plural, "CiliumNetworkPolicy")
+    assert k8s.custom.get_namespaced_custom_object(group, version, NS, plural,
+                                                   "web")["metadata"]["name"] == "web"
+    with pytest.raises(KeyError):
+        fake.uninstall("example.com")
 
 
 def test_calico_network_policy_is_distinct_from_the_kubernetes_one(

@@ -27,7 +27,8 @@ Faithful (checked against the apiserver's behaviour and the 36.x client):
 - A JSON patch that does not apply answers 422 with only "the server rejected our request due
   to an error in our request" (the library's own text is dropped by the server); replace of an
   absent key in an existing map succeeds, as with the server's JSON-patch library.
-- Custom resources (cilium.io, projectcalico.org): strategic merge patch → 415, PUT without
+- Custom resources (cilium.io, projectcalico.org): `uninstall(group)` answers the generic
+  404 for the whole group (CRD not installed); strategic merge patch → 415, PUT without
   metadata.resourceVersion → 422 (Calico's projectcalico.org/v3 is really served by Calico's
   aggregated API server; it is modelled like a CRD). Status subresources: writes to the main
   resource keep the stored status; a create resets it (a pod starts as Pending).
@@ -226,6 +227,20 @@ class FakeKubeAPI:
         rd = ResourceDef(group, version, resource, kind, namespaced=namespaced, custom=custom)
         self._resources[(rd.group_version, resource)] = rd
         return rd
+
+    def uninstall(self, group: str) -> list[ResourceDef]:
+        """Stop serving every resource of API `group`, as on a cluster where its CRDs (or
+        aggregated API server) are not installed: any request under /apis/<group>/ then gets
+        the server's generic 404 ("the server could not find the requested resource").
+        Stored objects stay; `register_resource()` serves one again. Returns what was
+        removed."""
+        with self._lock:  # a new table, so a request being routed sees the old one whole
+            removed = [rd for rd in self._resources.values() if rd.group == group]
+            self._resources = {key: rd for key, rd in self._resources.items()
+                               if rd.group != group}
+        if not removed:
+            raise KeyError(f"no served resource in the API group {group!r}")
+        return removed
 
     def resource(self, kind_or_resource: str, api_version: str | None = None) -> ResourceDef:
         """Find a resource by kind (`Pod`, `pod`), plural (`pods`) or `plural.group`; the
