@@ -1,16 +1,17 @@
 """The fake Kubernetes API server (tests/fakes/kube_api.py), driven by the real client.
 
-Covers: kubeconfig + token auth (401 on a wrong token); CRUD on core, apps, batch,
-networking, coordination, events and custom resources (Cilium, Calico); server-set metadata
-(uid, creationTimestamp, global resourceVersion, generateName); Status bodies of 404 (object,
-unknown path, API group not installed), 409 AlreadyExists/Conflict, 422 Invalid, 415;
-optimistic concurrency on PUT (pods, leases, CRDs needing a resourceVersion); JSON patch (escapes, add/remove/replace/
-test/move/copy, the 422 of a patch that does not apply, replace of an absent key), merge patch,
-strategic merge (merge keys, $patch delete, CRD refusal); status subresource; label and field
-selectors, all-namespaces lists, pagination; DELETE answers and grace periods; pods/log with
-tailLines/limitBytes as exact bytes; eviction (201, 404, 429 by marker and by PDB);
-ephemeral containers; exec over v5 and v4 (argv, stdin, stdout, stderr, exit codes, missing
-handler, missing pod, attach); request recording; fail/forbid/delay fault injection; hooks.
+Covers: kubeconfig + token auth (401 on a wrong token); CRUD on core, apps, batch, networking,
+coordination, events and custom resources (Cilium, Calico); server-set metadata (uid,
+creationTimestamp, global resourceVersion, generateName); Status bodies of 404 (object, unknown
+path, API group not installed), 409 AlreadyExists/Conflict, 422 Invalid, 415; optimistic
+concurrency on PUT (pods, leases, CRDs needing a resourceVersion); JSON patch (escapes,
+add/remove/replace/test/move/copy, the 422 of a patch that does not apply, replace of an absent
+key), merge patch, strategic merge (merge keys, $patch delete, CRD refusal); status
+subresource; label and field selectors, all-namespaces lists, pagination; DELETE answers and
+grace periods; pods/log with tailLines/limitBytes as exact bytes; eviction (201, 404, 429 by
+marker and by PDB); ephemeral containers; exec over v5 and v4 (argv, stdin, stdout, stderr,
+exit codes, missing handler, missing pod, attach); request recording; fail/forbid/delay fault
+injection; hooks.
 """
 
 from __future__ import annotations
