@@ -12,6 +12,7 @@ from talon.plugin import Permission
 CORE = ""
 APPS = "apps"
 
+PODS_GET = Permission((CORE,), ("pods",), ("get",))
 PODS_GET_LIST = Permission((CORE,), ("pods",), ("get", "list"))
 PODS_GET_DELETE_LIST = Permission((CORE,), ("pods",), ("get", "delete", "list"))
 PODS_GET_UPDATE_PATCH_LIST = Permission((CORE,), ("pods",), ("get", "update", "patch", "list"))
@@ -30,7 +31,15 @@ OWNERS_GET = (
     REPLICASETS_GET,
     Permission((APPS,), ("statefulsets",), ("get",)),
 )
-"""What the network policy actionners read to find a pod's owner and its selector."""
+"""What kubernetes:networkpolicy is granted to find a pod's owner and its selector."""
+
+SELECTOR_OWNERS_GET = (
+    Permission((APPS,), ("daemonsets",), ("get",)),
+    REPLICASETS_GET,
+    Permission((APPS,), ("statefulsets",), ("get",)),
+)
+"""Exactly the owners whose selector a policy reuses (a Deployment is known from its
+ReplicaSet's owner reference, never read)."""
 
 
 def get_delete(group: str, resource: str) -> Permission:
