@@ -10,8 +10,8 @@ key), merge patch, strategic merge (merge keys, $patch delete, CRD refusal); sta
 subresource; label and field selectors, all-namespaces lists, pagination; DELETE answers and
 grace periods; pods/log with tailLines/limitBytes as exact bytes; eviction (201, 404, 429 by
 marker and by PDB); ephemeral containers; exec over v5 and v4 (argv, stdin, stdout, stderr,
-exit codes, missing handler, missing pod, attach); request recording; fail/forbid/delay fault
-injection; hooks.
+exit codes, missing handler, missing pod, attach); request recording; fail/forbid/delay/hang-up
+fault injection; hooks.
 """
 
 from __future__ import annotations
@@ -913,6 +913,19 @@ def test_delay_slows_matching_requests(fake: FakeKubeAPI, k8s: SimpleNamespace) 
     with pytest.raises(urllib3.exceptions.ReadTimeoutError):
         k8s.core.create_namespaced_config_map(NS, {"metadata": {"name": "slow"}},
                                               _request_timeout=0.2)
+
+
+def test_hang_up_closes_without_an_answer(fake: FakeKubeAPI, k8s: SimpleNamespace) -> None:
+    import urllib3
+
+    fake.add(make_pod())
+    fake.hang_up("GET", r"/pods/web-1$")
+    with pytest.raises(urllib3.exceptions.MaxRetryError) as info:
+        k8s.core.read_namespaced_pod("web-1", NS)
+    assert "RemoteDisconnected" in str(info.value.reason)
+    assert len(fake.requests_for("GET", f"/api/v1/namespaces/{NS}/pods/web-1")) == 4
+    fake.clear_faults()
+    assert k8s.core.read_namespaced_pod("web-1", NS).metadata.name == "web-1"
 
 
 def test_write_hooks_see_each_write(fake: FakeKubeAPI, k8s: SimpleNamespace) -> None:

@@ -12,7 +12,8 @@ Behaviours covered (the policy objects as the fake stores them, the requests it 
 - the remote IP: fd.rip first, then fd.sip; IPv6 gets /128; an event without one, or with
   a value that is not an IP, fails before any request is sent;
 - the API group not installed: a failure naming it, no write; 403 on read, 500 on create,
-  503 from Calico's API server: failures naming the policy and namespace;
+  503 from Calico's API server, a server that hangs up: failures naming the policy and
+  namespace;
 - 409: a Conflict on update and an AlreadyExists on create start again from a fresh read,
   once; a second Conflict is a failure;
 - end to end: the server reports a cluster without Cilium, keeps serving, and acts on the
@@ -299,6 +300,18 @@ def test_create_error(act: Act, deployment_pod: FakeKubeAPI, category: str) -> N
     assert act(rules(category), connection()).note("Isolate").error == (
         f"cannot create the {WORDS[category]} 'web' in the namespace 'shop': "
         "etcd is down (500)")
+
+
+@BOTH
+def test_api_server_gone(act: Act, deployment_pod: FakeKubeAPI, category: str) -> None:
+    deployment_pod.hang_up("GET", f"{PATHS[category]}/web$")
+    acted = act(rules(category), connection())
+    assert acted.done == [("R", "Isolate", "failure")]
+    error = acted.note("Isolate").error
+    assert error.startswith(f"cannot read the {WORDS[category]} 'web' in the namespace "
+                            "'shop': ")
+    assert "Max retries exceeded" in error
+    assert writes(deployment_pod) == []
 
 
 def test_calico_api_server_unavailable(act: Act, deployment_pod: FakeKubeAPI) -> None:

@@ -4,7 +4,8 @@
 Point the client at it with `fake.kubeconfig(path)` (http, bearer token) and
 `kubernetes.config.new_client_from_config(config_file=...)`. Seed objects with `add()`, script
 containers with `on_exec()` / `set_pod_logs()`, inject faults with `fail()` / `forbid()` /
-`delay()`, then assert on `get()`/`list()`, `requests`, `execs`, `evictions`, `deletions`:
+`delay()` / `hang_up()`, then assert on `get()`/`list()`, `requests`, `execs`, `evictions`,
+`deletions`:
 
     with kube_api.start() as fake:
         fake.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
@@ -159,6 +160,7 @@ class FakeKubeAPI:
         self._exec_routes: list[kube_ws.ExecRoute] = []
         self._faults: list[_Rule] = []
         self._delays: list[_Rule] = []
+        self._hangups: list[_Rule] = []
         self._blocked: dict[tuple[str, str], tuple[str, _Rule]] = {}
         self._hooks: list[WriteHook] = []
         self._requests: list[RecordedRequest] = []
@@ -323,6 +325,11 @@ class FakeKubeAPI:
         self._add(self._delays, _Rule(method.upper(), re.compile(path_regex), times,
                                       seconds=seconds))
 
+    def hang_up(self, method: str, path_regex: str, *, times: int | None = None) -> None:
+        """Close the connection of matching requests without answering (a server that went
+        away mid-request; the client retries idempotent requests, then gives up)."""
+        self._add(self._hangups, _Rule(method.upper(), re.compile(path_regex), times))
+
     def block_eviction(self, namespace: str, pod: str, *, pdb: str = "talon-pdb",
                        times: int | None = None) -> None:
         """Refuse evictions of this pod with 429 as if `pdb` allowed no disruption."""
@@ -333,6 +340,7 @@ class FakeKubeAPI:
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+            self._hangups.clear()
             self._blocked.clear()
 
     def _add(self, rules: list[_Rule], rule: _Rule) -> None:
@@ -363,6 +371,10 @@ class FakeKubeAPI:
         with self._lock:
             self._requests.append(request)
             seconds = sum(d.seconds for d in self._delays if d.take(request))
+            hang_up = any(h.take(request) for h in self._hangups)
+        if hang_up:
+            handler.close_connection = True
+            return
         if seconds:
             self._stopping.wait(seconds)
         try:
