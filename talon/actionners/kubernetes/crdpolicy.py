@@ -99,7 +99,7 @@ def union(current: Any, new: list[Any]) -> list[Any]:
 
 def _api_missing(exc: BaseException) -> bool:
     """A 404 about the resource, not an object: its Status names no object (or is not a
-    Status at all, as with servers before 1.25: "404 page not found")."""
+    Status at all, as with older API servers: "404 page not found")."""
     if getattr(exc, "status", None) != 404:
         return False
     try:
@@ -119,7 +119,7 @@ class _Target:
     def failure(self, verb: str, exc: BaseException) -> ActionError:
         why = self.api.not_served() if _api_missing(exc) else common.api_error(exc)
         return ActionError(f"cannot {verb} the {self.api.word} '{self.name}' in the "
-                                  f"namespace '{self.namespace}': {why}")
+                           f"namespace '{self.namespace}': {why}")
 
 
 def _read(k: Any, target: _Target) -> Mapping[str, Any] | None:
