@@ -267,11 +267,16 @@ def test_rbac_rules_of_some_actionners() -> None:
     assert deletable == {"namespaces", "pods", "daemonsets", "deployments", "replicasets",
                          "statefulsets", "roles", "clusterroles", "configmaps", "secrets",
                          "services", "serviceaccounts"}
-    calico_rule = _actionner("calico:networkpolicy").permissions[1]
-    assert calico_rule == Permission(("projectcalico.org",), ("networkpolicies",),
-                                     ("get", "create", "update"))
-    cilium_rule = _actionner("cilium:networkpolicy").permissions[1]
-    assert cilium_rule.resources == ("ciliumnetworkpolicies",)
+    owners = (Permission(("apps",), ("daemonsets",), ("get",)),
+              Permission(("apps",), ("replicasets",), ("get",)),
+              Permission(("apps",), ("statefulsets",), ("get",)))
+    pods_get = Permission(("",), ("pods",), ("get",))
+    assert _actionner("calico:networkpolicy").permissions == (
+        pods_get, Permission(("projectcalico.org",), ("networkpolicies",),
+                             ("get", "create", "update")), *owners)
+    assert _actionner("cilium:networkpolicy").permissions == (
+        pods_get, Permission(("cilium.io",), ("ciliumnetworkpolicies",),
+                             ("get", "create", "update")), *owners)
     assert _actionner("aws:lambda").cloud_permissions.count("lambda:GetFunction") == 1
 
 

@@ -1,16 +1,17 @@
 """The fake Kubernetes API server (tests/fakes/kube_api.py), driven by the real client.
 
-Covers: kubeconfig + token auth (401 on a wrong token); CRUD on core, apps, batch,
-networking, coordination, events and custom resources (Cilium, Calico); server-set metadata
-(uid, creationTimestamp, global resourceVersion, generateName); Status bodies of 404 (object
-and unknown path), 409 AlreadyExists/Conflict, 422 Invalid, 415; optimistic concurrency on
-PUT (pods, leases, CRDs needing a resourceVersion); JSON patch (escapes, add/remove/replace/
-test/move/copy, the 422 of a patch that does not apply, replace of an absent key), merge patch,
-strategic merge (merge keys, $patch delete, CRD refusal); status subresource; label and field
-selectors, all-namespaces lists, pagination; DELETE answers and grace periods; pods/log with
-tailLines/limitBytes as exact bytes; eviction (201, 404, 429 by marker and by PDB);
-ephemeral containers; exec over v5 and v4 (argv, stdin, stdout, stderr, exit codes, missing
-handler, missing pod, attach); request recording; fail/forbid/delay fault injection; hooks.
+Covers: kubeconfig + token auth (401 on a wrong token); CRUD on core, apps, batch, networking,
+coordination, events and custom resources (Cilium, Calico); server-set metadata (uid,
+creationTimestamp, global resourceVersion, generateName); Status bodies of 404 (object, unknown
+path, API group not installed), 409 AlreadyExists/Conflict, 422 Invalid, 415; optimistic
+concurrency on PUT (pods, leases, CRDs needing a resourceVersion); JSON patch (escapes,
+add/remove/replace/test/move/copy, the 422 of a patch that does not apply, replace of an absent
+key), merge patch, strategic merge (merge keys, $patch delete, CRD refusal); status
+subresource; label and field selectors, all-namespaces lists, pagination; DELETE answers and
+grace periods; pods/log with tailLines/limitBytes as exact bytes; eviction (201, 404, 429 by
+marker and by PDB); ephemeral containers; exec over v5 and v4 (argv, stdin, stdout, stderr,
+exit codes, missing handler, missing pod, attach); request recording; fail/forbid/delay/hang-up
+fault injection; hooks.
 """
 
 from __future__ import annotations
@@ -275,6 +276,31 @@ def test_custom_resource_put_needs_a_resource_version(k8s: SimpleNamespace) -> N
     updated = k8s.custom.replace_namespaced_custom_object(group, version, NS, plural, "web",
                                                           body)
     assert updated["spec"]["egressDeny"] == [{"toCIDR": ["10.0.0.1/32"]}]
+
+
+def test_uninstalled_group_answers_the_generic_404(fake: FakeKubeAPI,
+                                                  k8s: SimpleNamespace) -> None:
+    group, version, plural = "cilium.io", "v2", "ciliumnetworkpolicies"
+    body = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "web"}, "spec": {}}
+    k8s.custom.create_namespaced_custom_object(group, version, NS, plural, body)
+    removed = fake.uninstall("cilium.io")
+    assert {rd.resource for rd in removed} == {plural, "ciliumclusterwidenetworkpolicies"}
+    generic = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "the server could not find the requested resource",
+               "reason": "NotFound", "details": {}, "code": 404}
+    for call, args in ((k8s.custom.get_namespaced_custom_object, ("web",)),
+                       (k8s.custom.create_namespaced_custom_object, (body,)),
+                       (k8s.custom.replace_namespaced_custom_object, ("web", body))):
+        assert failure(k8s, call, group, version, NS, plural, *args) == (404, generic)
+    calico = k8s.custom.list_namespaced_custom_object("projectcalico.org", "v3", NS,
+                                                      "networkpolicies")
+    assert calico["items"] == []  # other groups are still served
+    fake.register_resource("cilium.io/v2", plural, "CiliumNetworkPolicy")
+    assert k8s.custom.get_namespaced_custom_object(group, version, NS, plural,
+                                                   "web")["metadata"]["name"] == "web"
+    with pytest.raises(KeyError):
+        fake.uninstall("example.com")
 
 
 def test_calico_network_policy_is_distinct_from_the_kubernetes_one(
@@ -887,6 +913,19 @@ def test_delay_slows_matching_requests(fake: FakeKubeAPI, k8s: SimpleNamespace) 
     with pytest.raises(urllib3.exceptions.ReadTimeoutError):
         k8s.core.create_namespaced_config_map(NS, {"metadata": {"name": "slow"}},
                                               _request_timeout=0.2)
+
+
+def test_hang_up_closes_without_an_answer(fake: FakeKubeAPI, k8s: SimpleNamespace) -> None:
+    import urllib3
+
+    fake.add(make_pod())
+    fake.hang_up("GET", r"/pods/web-1$")
+    with pytest.raises(urllib3.exceptions.MaxRetryError) as info:
+        k8s.core.read_namespaced_pod("web-1", NS)
+    assert "RemoteDisconnected" in str(info.value.reason)
+    assert len(fake.requests_for("GET", f"/api/v1/namespaces/{NS}/pods/web-1")) == 4
+    fake.clear_faults()
+    assert k8s.core.read_namespaced_pod("web-1", NS).metadata.name == "web-1"
 
 
 def test_write_hooks_see_each_write(fake: FakeKubeAPI, k8s: SimpleNamespace) -> None:

@@ -13,9 +13,7 @@ Behaviours covered:
 - a second event replaces the policy (PUT with the current resourceVersion), also after a
   409 conflict (one retry after a fresh GET); a GET error other than 404 is a failure with
   no write (upstream updated blindly); 403/500 on create; timeout; dry-run; missing pod
-  name; end to end through the server;
-- calico:networkpolicy and cilium:networkpolicy are declared only: they fail with "not
-  available in this build" and send nothing to the API server.
+  name; end to end through the server.
 """
 
 from __future__ import annotations
@@ -268,14 +266,3 @@ def test_end_to_end(start: Launch, kube_config: Path, deployment_pod: FakeKubeAP
     server.wait_log("the networkpolicy 'web' in the namespace 'shop' has been created")
     assert policy(deployment_pod, "web")["spec"]["egress"] == [{"to": [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}}}]}]
-
-
-@pytest.mark.parametrize("name", ["calico:networkpolicy", "cilium:networkpolicy"])
-def test_calico_and_cilium_are_declared_only(act: Act, deployment_pod: FakeKubeAPI,
-                                              name: str) -> None:
-    """They validate their parameters but never pretend to have blocked anything."""
-    acted = act(rules().replace("kubernetes:networkpolicy", name),
-                event(**{"fd.rip": "203.0.113.9"}))
-    assert acted.done == [("R", "Isolate", "failure")]
-    assert acted.note("Isolate").error == f"actionner '{name}' is not available in this build"
-    assert deployment_pod.requests == []

@@ -53,18 +53,21 @@ def _metadata(actionner: str, key: str) -> Scenario:
     return run
 
 
-def networkpolicy(act: Act, kube_api: FakeKubeAPI, out: Path) -> None:
-    owners = {"web-1": ("ReplicaSet", "web-5d9c"), "agent-1": ("DaemonSet", "agent"),
-              "db-0": ("StatefulSet", "db")}
-    for name, owner in owners.items():
-        kube_api.add(pod(name, owner=owner))
-    kube_api.add(workload("ReplicaSet", "web-5d9c", {"app": "web"},
-                          owner=("Deployment", "web")))
-    kube_api.add(workload("DaemonSet", "agent", {"app": "agent"}))
-    kube_api.add(workload("StatefulSet", "db", {"app": "db"}))
-    for name in owners:
-        ok(act(rules("kubernetes:networkpolicy"), event(name)))
-    ok(act(rules("kubernetes:networkpolicy", {"allow_cidr": ["10.0.0.0/8"]}), event()))
+def _policy(actionner: str) -> Scenario:
+    def run(act: Act, kube_api: FakeKubeAPI, out: Path) -> None:
+        owners = {"web-1": ("ReplicaSet", "web-5d9c"), "agent-1": ("DaemonSet", "agent"),
+                  "db-0": ("StatefulSet", "db")}
+        for name, owner in owners.items():
+            kube_api.add(pod(name, owner=owner))
+        kube_api.add(workload("ReplicaSet", "web-5d9c", {"app": "web"},
+                              owner=("Deployment", "web")))
+        kube_api.add(workload("DaemonSet", "agent", {"app": "agent"}))
+        kube_api.add(workload("StatefulSet", "db", {"app": "db"}))
+        for name in owners:
+            ok(act(rules(actionner), event(name, **{"fd.rip": "203.0.113.9"})))
+        ok(act(rules(actionner, {"allow_cidr": ["10.0.0.0/8"]}),
+               event(**{"fd.rip": "203.0.113.10"})))
+    return run
 
 
 def _exec_like(actionner: str, parameters: dict[str, Any]) -> Scenario:
@@ -125,7 +128,9 @@ SCENARIOS: dict[str, Scenario] = {
     "kubernetes:terminate": terminate,
     "kubernetes:label": _metadata("kubernetes:label", "labels"),
     "kubernetes:annotation": _metadata("kubernetes:annotation", "annotations"),
-    "kubernetes:networkpolicy": networkpolicy,
+    "kubernetes:networkpolicy": _policy("kubernetes:networkpolicy"),
+    "calico:networkpolicy": _policy("calico:networkpolicy"),
+    "cilium:networkpolicy": _policy("cilium:networkpolicy"),
     "kubernetes:exec": _exec_like("kubernetes:exec", {"command": "id"}),
     "kubernetes:script": _exec_like("kubernetes:script", {"file": "SCRIPT"}),
     "kubernetes:download": _exec_like("kubernetes:download", {"file": "/etc/passwd"}),
@@ -140,7 +145,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 def kube_actionners() -> list[Plugin]:
     catalog.load_builtins()
-    return [p for p in REGISTRY.all("actionner") if p.info.permissions and p.run is not None]
+    return [p for p in REGISTRY.all("actionner") if p.info.permissions]
 
 
 def test_every_kubernetes_actionner_has_scenarios() -> None:

@@ -4,7 +4,8 @@
 Point the client at it with `fake.kubeconfig(path)` (http, bearer token) and
 `kubernetes.config.new_client_from_config(config_file=...)`. Seed objects with `add()`, script
 containers with `on_exec()` / `set_pod_logs()`, inject faults with `fail()` / `forbid()` /
-`delay()`, then assert on `get()`/`list()`, `requests`, `execs`, `evictions`, `deletions`:
+`delay()` / `hang_up()`, then assert on `get()`/`list()`, `requests`, `execs`, `evictions`,
+`deletions`:
 
     with kube_api.start() as fake:
         fake.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
@@ -27,7 +28,8 @@ Faithful (checked against the apiserver's behaviour and the 36.x client):
 - A JSON patch that does not apply answers 422 with only "the server rejected our request due
   to an error in our request" (the library's own text is dropped by the server); replace of an
   absent key in an existing map succeeds, as with the server's JSON-patch library.
-- Custom resources (cilium.io, projectcalico.org): strategic merge patch → 415, PUT without
+- Custom resources (cilium.io, projectcalico.org): `uninstall(group)` answers the generic
+  404 for the whole group (CRD not installed); strategic merge patch → 415, PUT without
   metadata.resourceVersion → 422 (Calico's projectcalico.org/v3 is really served by Calico's
   aggregated API server; it is modelled like a CRD). Status subresources: writes to the main
   resource keep the stored status; a create resets it (a pod starts as Pending).
@@ -158,6 +160,7 @@ class FakeKubeAPI:
         self._exec_routes: list[kube_ws.ExecRoute] = []
         self._faults: list[_Rule] = []
         self._delays: list[_Rule] = []
+        self._hangups: list[_Rule] = []
         self._blocked: dict[tuple[str, str], tuple[str, _Rule]] = {}
         self._hooks: list[WriteHook] = []
         self._requests: list[RecordedRequest] = []
@@ -226,6 +229,20 @@ class FakeKubeAPI:
         rd = ResourceDef(group, version, resource, kind, namespaced=namespaced, custom=custom)
         self._resources[(rd.group_version, resource)] = rd
         return rd
+
+    def uninstall(self, group: str) -> list[ResourceDef]:
+        """Stop serving every resource of API `group`, as on a cluster where its CRDs (or
+        aggregated API server) are not installed: any request under /apis/<group>/ then gets
+        the server's generic 404 ("the server could not find the requested resource").
+        Stored objects stay; `register_resource()` serves one again. Returns what was
+        removed."""
+        with self._lock:  # a new table, so a request being routed sees the old one whole
+            removed = [rd for rd in self._resources.values() if rd.group == group]
+            self._resources = {key: rd for key, rd in self._resources.items()
+                               if rd.group != group}
+        if not removed:
+            raise KeyError(f"no served resource in the API group {group!r}")
+        return removed
 
     def resource(self, kind_or_resource: str, api_version: str | None = None) -> ResourceDef:
         """Find a resource by kind (`Pod`, `pod`), plural (`pods`) or `plural.group`; the
@@ -308,6 +325,11 @@ class FakeKubeAPI:
         self._add(self._delays, _Rule(method.upper(), re.compile(path_regex), times,
                                       seconds=seconds))
 
+    def hang_up(self, method: str, path_regex: str, *, times: int | None = None) -> None:
+        """Close the connection of matching requests without answering (a server that went
+        away mid-request; the client retries idempotent requests, then gives up)."""
+        self._add(self._hangups, _Rule(method.upper(), re.compile(path_regex), times))
+
     def block_eviction(self, namespace: str, pod: str, *, pdb: str = "talon-pdb",
                        times: int | None = None) -> None:
         """Refuse evictions of this pod with 429 as if `pdb` allowed no disruption."""
@@ -318,6 +340,7 @@ class FakeKubeAPI:
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+            self._hangups.clear()
             self._blocked.clear()
 
     def _add(self, rules: list[_Rule], rule: _Rule) -> None:
@@ -348,6 +371,10 @@ class FakeKubeAPI:
         with self._lock:
             self._requests.append(request)
             seconds = sum(d.seconds for d in self._delays if d.take(request))
+            hang_up = any(h.take(request) for h in self._hangups)
+        if hang_up:
+            handler.close_connection = True
+            return
         if seconds:
             self._stopping.wait(seconds)
         try:

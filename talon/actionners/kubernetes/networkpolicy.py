@@ -6,8 +6,8 @@ Deployment that owns it (the ReplicaSet's name changes at each rollout, the Depl
 does not, so a later event updates the same policy); a standalone pod by its name and
 labels. Per-revision labels (pod-template-hash, …) are dropped. An existing policy of that
 name is replaced (fresh resourceVersion; one retry on a 409 conflict).
-`NetworkPolicyParams` (the `allow_cidr` / `allow_namespaces` lists and their validation) and
-`policy_permissions` are shared with calico:networkpolicy and cilium:networkpolicy, whose
+`NetworkPolicyParams` (the `allow_cidr` / `allow_namespaces` lists and their validation),
+`select` and `Selection` are shared with calico:networkpolicy and cilium:networkpolicy, whose
 params subclass it: a CIDR must be written `address/prefix` (what the Kubernetes, Calico
 and Cilium APIs accept) and a namespace must be a DNS label.
 """

@@ -17,7 +17,6 @@ APPS = "apps"
 PODS_GET = Permission((CORE,), ("pods",), ("get",))
 PODS_GET_LIST = Permission((CORE,), ("pods",), ("get", "list"))
 PODS_GET_DELETE = Permission((CORE,), ("pods",), ("get", "delete"))
-PODS_GET_PATCH = Permission((CORE,), ("pods",), ("get", "patch"))
 PODS_EXEC = Permission((CORE,), ("pods/exec",), ("get", "create"))
 """A WebSocket exec is authorized as `get` before Kubernetes 1.30 and as `create` after."""
 PODS_LOG = Permission((CORE,), ("pods/log",), ("get",))
