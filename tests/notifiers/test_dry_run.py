@@ -80,6 +80,6 @@ def test_smtp_subject_and_body_say_dry_run(smtp_server: SmtpFactory, delivery: D
         "host_port": f"127.0.0.1:{port}", "from": "talon@example.org",
         "to": "ops@example.org", "format": "text"}), delivery).send(note)
     msg = sink.mails[0].message()
-    assert msg["Subject"].startswith("[falco-talon][dry_run][action]")
+    assert str(msg["Subject"]).strip().startswith("[falco-talon][dry_run][action]")
     body = msg.get_content()
     assert "Status: dry_run\n" in body and "no action, dry-run is enabled" in body
