@@ -33,7 +33,7 @@ def build(names: Iterable[str], configured: Mapping[str, Mapping[str, Any]],
           registry: Registry, delivery: Delivery, *, clients: Any = None) -> dict[str, Any]:
     """Instantiate the named notifiers and every configured one; ConfigError lists every
     invalid setting and every unknown name among `names`. A configured section of an
-    unknown notifier that nothing names is only a warning (it was ignored before).
+    unknown notifier that nothing names is only a warning (Falco Talon ignores it).
 
     A notifier that talks to an API Talon already has a client for (k8sevents) defines
     `bind_clients(clients)`; it receives the process's shared `talon.clients.Clients`.
