@@ -114,6 +114,7 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                     default_notifiers=settings.default_notifiers,
                     dedup=Deduplicator(dd.time_window_seconds, dd.key, backend),
                     clients=clients, dry_run=settings.dry_run,
+                    notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events)
     queue = MemoryQueue(settings.queue_size)

@@ -189,6 +189,10 @@ class Settings:
     """`text`, `color` or `json` (stored lower-case)."""
     dry_run: bool = field(default=False, metadata=meta("Log actions, run none"))
     """Match and log, but run no action."""
+    notify_dry_run: bool = field(default=False, metadata=meta(
+        "Also notify dry-run actions"))
+    """Send each dry-run action's notification too, with status `dry_run` (to test the
+    notifiers without touching the cluster); by default dry-run actions notify nobody."""
     workers: int = field(default=8, metadata=meta("Event worker threads", min_=1, max_=256))
     """Threads running actions."""
     queue_size: int = field(default=1000, metadata=meta("Event queue capacity", min_=1))

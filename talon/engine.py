@@ -7,7 +7,10 @@ metrics, logs and notifications. Semantics (the Go version's, bugs fixed):
 - a failed action ends the rule unless `ignore_errors: true` (which never changes
   `continue`); a rule's `continue: false` stops later rules;
 - `dry_run` (rule or global) logs the action with its final parameters and calls nothing;
-- a failure is always logged, counted and notified; `ignored` stays `ignored`.
+  with `notify_dry_run` its notification goes out too, with status `dry_run`;
+- a failure is always logged, counted and notified; `ignored` stays `ignored`;
+- an event that matches nothing and that Falco could not have sent (no rule, a priority
+  Falco does not have) is counted by reason and logged at most once a minute per reason.
 The only broad `except` around plug-in calls lives here.
 """
 
@@ -27,11 +30,15 @@ from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status
 from talon.plugin import ActionContext, OutputContext
 from talon.registry import Plugin, Registry
+from talon.rules.matching import PRIORITIES
 from talon.rules.model import Action, Rule, RuleSet
 
 logger = logging.getLogger(__name__)
 
 Notify = Callable[[tuple[str, ...], Notification], None]
+
+DRY_RUN_OUTPUT = "no action, dry-run is enabled"
+"""The output of a dry-run action, in its log line and its notification (as upstream logs)."""
 
 
 class RuleSource(Protocol):
@@ -84,13 +91,16 @@ class Engine:
     def __init__(self, *, registry: Registry, rules: RuleSource, metrics: Metrics,
                  notify: Notify, default_notifiers: tuple[str, ...] = (),
                  dedup: DuplicateFilter | None = None, clients: Any = None,
-                 dry_run: bool = False, action_timeout: float = 120.0,
-                 print_all_events: bool = False) -> None:
+                 dry_run: bool = False, notify_dry_run: bool = False,
+                 action_timeout: float = 120.0, print_all_events: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry, self.rules, self.metrics = registry, rules, metrics
         self.notify_sink, self.default_notifiers = notify, default_notifiers
         self.dedup, self.clients = dedup, clients
         self.dry_run, self.action_timeout = dry_run, action_timeout
+        self.notify_dry_run = notify_dry_run
         self.print_all_events = print_all_events
+        self._unusable = log.Throttle(60.0, clock)
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
         self._retired: set[int] = set()
@@ -156,6 +166,8 @@ class Engine:
         ruleset = self.rules.current
         matched = ruleset.matcher.match(event)
         if not matched:
+            if not event.rule or event.priority.lower() not in PRIORITIES:
+                self._count_unusable(event)
             return []
         if self.dedup is not None and self.dedup.is_duplicate(event):
             self.metrics.duplicates.inc()
@@ -171,6 +183,18 @@ class Engine:
             if not rule.continues:
                 break
         return done
+
+    def _count_unusable(self, event: Event) -> None:
+        """Count (and now and then log) an event no Falco rule could have produced."""
+        reason = "no_rule" if not event.rule else "unknown_priority"
+        self.metrics.child(self.metrics.unusable, reason).inc()
+        held = self._unusable.allow(reason)
+        if held is not None:
+            log.emit(logger, logging.WARNING, "event", status="unusable", reason=reason,
+                     error="the event can match no rule: Falco events carry a rule name and "
+                           "one of Falco's priorities", rule=event.rule,
+                     priority=event.priority, source=event.source, output=event.output,
+                     trace_id=event.trace_id, suppressed=held or None)
 
     def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]]) -> None:
         self.metrics.child(self.metrics.matches, rule.name, event.rule, event.priority,
@@ -193,12 +217,7 @@ class Engine:
         plugin = self.registry.get("actionner", action.actionner)
         step = plan.step(event, rule, action, self.registry)
         if self.dry_run or rule.dry_run:
-            self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
-                             parameters=params.to_plain(step.parameters),
-                             output="no action, dry-run is enabled",
-                             namespace=event.namespace(), pod=event.pod_name())
-            self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
-                                actionner=action.actionner, status="dry_run")
+            self._dry_run(event, rule, action, step)
             return Outcome(True, "dry_run")
         try:
             result = self._execute(event, rule, action, plugin, step)
@@ -212,6 +231,24 @@ class Engine:
         if ok and result.artifact is not None:
             ok = self._output_stage(event, rule, action, plugin, result)
         return Outcome(ok, status)
+
+    def _dry_run(self, event: Event, rule: Rule, action: Action, step: plan.Step) -> None:
+        """Log (and count, and with notify_dry_run notify) the action not taken."""
+        namespace, pod = event.namespace(), event.pod_name()
+        self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
+                         parameters=params.to_plain(step.parameters), output=DRY_RUN_OUTPUT,
+                         namespace=namespace, pod=pod)
+        self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
+                            actionner=action.actionner, status="dry_run",
+                            namespace=namespace, pod=pod)
+        names = self._notifiers(rule) if self.notify_dry_run else ()
+        if names:
+            objects = {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
+            self.notify_sink(names, Notification(
+                message="action", status="dry_run", trace_id=event.trace_id, rule=rule.name,
+                action=action.name, actionner=action.actionner, event=event.output,
+                priority=event.priority, source=event.source, output=DRY_RUN_OUTPUT,
+                objects=objects))
 
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
                  step: plan.Step) -> Result:

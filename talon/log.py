@@ -58,6 +58,29 @@ def problems(logger: logging.Logger, found: Iterable[Any], message: str = "rules
         emit(logger, level, message, error=str(p))
 
 
+class Throttle:
+    """At most one log line per key every `interval` seconds (a flood of one kind of
+    problem must not flood the log); counts the lines it held back. `clock` is injectable."""
+
+    def __init__(self, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None while a line for `key` went out less than `interval` ago; else the number
+        of lines held back since the previous one (0 the first time)."""
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.interval:
+                self._last[key] = (last[0], last[1] + 1)
+                return None
+            self._last[key] = (now, 0)
+            return last[1] if last is not None else 0
+
+
 def escape(text: str) -> str:
     """Make `text` safe on one log line: no raw control characters, quotes escaped."""
     out = text.translate(_ESCAPES)

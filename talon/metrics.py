@@ -5,17 +5,56 @@ Layer L1 (prometheus-client). Metric names are Falco Talon's documented ones
 additions carry a `talon_` prefix. Label values come from rules and plug-in names, not
 from raw event text, except `namespace`/`pod` on `action_total`, which the seed shows:
 they are kept (bounded by the pods acted on) but can be blanked with `pod_labels=False`.
-Each Metrics has its own CollectorRegistry, so tests get fresh counters.
+The five counters are also served under the names Falco Talon 0.3+ exposes
+(`falcosecurity_falco_talon_events_total`, …), same labels and values: one collector reads
+each counter once per scrape and yields it under both names, so events pay nothing for
+the second name. Each Metrics has its own CollectorRegistry, so tests get fresh counters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import exposition as _exposition
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
+
+UPSTREAM_PREFIX = "falcosecurity_falco_talon_"
+"""Prefix of the counter names Falco Talon 0.3+ serves (OpenTelemetry meter name)."""
+
+
+class _BothNames(Collector):
+    """Yields each counter under its own name and under `UPSTREAM_PREFIX + alias`, from
+    one read of the counter per scrape (both names always show the same values)."""
+
+    def __init__(self, counters: dict[str, Counter]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        for alias, counter in self.counters.items():
+            for family in counter.collect():
+                yield family
+                yield _renamed(family, UPSTREAM_PREFIX + alias)
+
+    def describe(self) -> Iterator[Metric]:
+        for alias, counter in self.counters.items():
+            for family in counter.describe():
+                yield family
+                yield _renamed(family, UPSTREAM_PREFIX + alias)
+
+
+def _renamed(family: Metric, name: str) -> Metric:
+    """`family` under another name (its samples' suffixes kept: _total, _created)."""
+    out = Metric(name, family.documentation, family.type, family.unit)
+    cut = len(family.name)
+    out.samples = [Sample(name + s.name[cut:], s.labels, s.value, s.timestamp, s.exemplar,
+                          s.native_histogram) for s in family.samples]
+    return out
 
 
 class Metrics:
@@ -27,18 +66,24 @@ class Metrics:
         self.pod_labels = pod_labels
         r = self.registry
         self.events = Counter("event", "number of received events",
-                              ["event", "priority", "source"], registry=r)
+                              ["event", "priority", "source"], registry=None)
         self.matches = Counter("match", "number of matched events",
-                               ["rule", "event", "priority", "source"], registry=r)
+                               ["rule", "event", "priority", "source"], registry=None)
         self.actions = Counter("action", "number of actions",
                                ["rule", "event", "action", "actionner", "status",
-                                "namespace", "pod"], registry=r)
+                                "namespace", "pod"], registry=None)
         self.outputs = Counter("output", "number of outputs",
-                               ["rule", "action", "target", "status"], registry=r)
+                               ["rule", "action", "target", "status"], registry=None)
         self.notifications = Counter("notification", "number of notifications",
-                                     ["notifier", "status"], registry=r)
+                                     ["notifier", "status"], registry=None)
+        r.register(_BothNames({"events": self.events, "matches": self.matches,
+                               "actions": self.actions, "outputs": self.outputs,
+                               "notifications": self.notifications}))
         self.rejected = Counter("talon_events_rejected", "events refused at ingest",
                                 ["reason"], registry=r)
+        self.unusable = Counter("talon_events_unusable", "accepted events that can match "
+                                "no rule (no rule name, unknown priority)", ["reason"],
+                                registry=r)
         self.duplicates = Counter("talon_events_duplicate", "events dropped as duplicates",
                                   registry=r)
         self.queue_depth = Gauge("talon_queue_depth", "events waiting for a worker",

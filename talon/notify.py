@@ -1,10 +1,12 @@
 """Notification dispatch: a bounded queue and a small pool, so notifiers never block actions.
 
-Layer L3. `build()` constructs each notifier a rule set or `default_notifiers` names, once,
-from its `notifiers.<name>` settings; `Dispatcher.submit()` never blocks (a full queue
-drops the notification, logs and counts it), and each delivery's outcome is logged and
-counted per notifier and status. A notifier failing or hanging costs at most one pool
-thread for its own timeout.
+Layer L3. `build()` constructs, once, each notifier a rule set or `default_notifiers` names
+and each one configured in a `notifiers.<name>` section, so that a rule reload which starts
+using a configured notifier delivers to it. `Dispatcher.submit()` never blocks (a full queue
+drops the notification, logs and counts it); a name with no built notifier is a counted
+failure, logged at most once a minute. Each delivery's outcome is logged and counted per
+notifier and status. A notifier failing or hanging costs at most one pool thread for its
+own timeout.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from talon import log, params
@@ -29,7 +31,9 @@ _STOP = object()
 
 def build(names: Iterable[str], configured: Mapping[str, Mapping[str, Any]],
           registry: Registry, delivery: Delivery, *, clients: Any = None) -> dict[str, Any]:
-    """Instantiate the named notifiers; ConfigError lists every invalid setting.
+    """Instantiate the named notifiers and every configured one; ConfigError lists every
+    invalid setting and every unknown name among `names`. A configured section of an
+    unknown notifier that nothing names is only a warning (Falco Talon ignores it).
 
     A notifier that talks to an API Talon already has a client for (k8sevents) defines
     `bind_clients(clients)`; it receives the process's shared `talon.clients.Clients`.
@@ -38,7 +42,16 @@ def build(names: Iterable[str], configured: Mapping[str, Mapping[str, Any]],
 
     built: dict[str, Any] = {}
     problems: list[str] = []
-    for name in dict.fromkeys(names):
+    wanted = dict.fromkeys(names)
+    for name in configured:
+        if name in wanted:
+            continue
+        if registry.has("notifier", name):
+            wanted[name] = None
+        else:
+            log.emit(logger, logging.WARNING, "init", notifier=name,
+                     error=f"notifiers.{name}: unknown notifier; section ignored")
+    for name in wanted:
         if not registry.has("notifier", name):
             problems.append(f"notifiers: unknown notifier '{name}'")
             continue
@@ -68,9 +81,10 @@ class Dispatcher:
     """Delivers notifications on `workers` threads from a bounded queue."""
 
     def __init__(self, notifiers: Mapping[str, Any], *, metrics: Metrics, workers: int = 4,
-                 queue_size: int = 1000) -> None:
+                 queue_size: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
         self.notifiers = dict(notifiers)
         self.metrics = metrics
+        self._missing = log.Throttle(60.0, clock)
         self._q: queue.Queue[Any] = queue.Queue(queue_size)
         self._threads = [threading.Thread(target=self._loop, name=f"talon-notifier-{i + 1}",
                                           daemon=True) for i in range(workers)]
@@ -91,6 +105,7 @@ class Dispatcher:
         """Queue one delivery per configured notifier in `names`; never blocks."""
         for name in names:
             if name not in self.notifiers:
+                self._not_built(name, notification)
                 continue
             try:
                 self._q.put_nowait((name, notification))
@@ -99,6 +114,17 @@ class Dispatcher:
                 log.emit(logger, logging.ERROR, "notification", notifier=name,
                          status="dropped", error="notification queue full",
                          trace_id=notification.trace_id)
+
+    def _not_built(self, name: str, n: Notification) -> None:
+        """A rule names a notifier that was not built (not configured, or it failed)."""
+        self.metrics.child(self.metrics.notifications, name, "failure").inc()
+        held = self._missing.allow(name)
+        if held is not None:
+            log.emit(logger, logging.WARNING, "notification", notifier=name, status="failure",
+                     rule=n.rule, action=n.action, stage=n.message, trace_id=n.trace_id,
+                     error=f"notifier '{name}' is not configured or could not be started: "
+                           f"add notifiers.{name} to the configuration and restart",
+                     suppressed=held or None)
 
     def _loop(self) -> None:
         while True:

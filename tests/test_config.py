@@ -597,3 +597,11 @@ def test_relative_path_is_read_from_cwd(tmp_path: Path, monkeypatch: pytest.Monk
     shutil.copy(UPSTREAM_EXAMPLE, target)
     monkeypatch.chdir(tmp_path)
     assert config.load("c.yaml", env={}).default_notifiers == ("k8sevents",)
+
+
+def test_notify_dry_run_from_file_and_env(tmp_path: Path) -> None:
+    assert config.load(None, env={}).notify_dry_run is False
+    assert config.load(write(tmp_path, "notify_dry_run: true\n"), env={}).notify_dry_run is True
+    assert config.load(None, env={"NOTIFY_DRY_RUN": "yes"}).notify_dry_run is True
+    assert any(row[:3] == ("notify_dry_run", "NOTIFY_DRY_RUN", False)
+               for row in config.ENV_VARS)

@@ -5,7 +5,10 @@ sequencing rules; dry-run runs nothing and logs the final parameters; duplicates
 once; hot reload swaps valid rules and keeps the old ones when the new ones are invalid;
 SIGHUP reloads; bad requests get 4xx and the server keeps serving; SIGTERM with queued
 events processes all of them before exiting 0; metrics move; `server --dry-run` starts
-with no config file, using rules.d/, and logs what it would do for a sample event.
+with no config file, using rules.d/, and logs what it would do for a sample event; a
+reload that names a configured notifier delivers to it; `notify_dry_run` sends dry-run
+notifications (and nothing is sent without it); the counters are served under the seed's
+and Falco Talon's names alike, and an unusable event is counted.
 """
 
 from __future__ import annotations
@@ -298,3 +301,97 @@ def test_metrics_show_busy_workers(start: Launch, tmp_path: Path) -> None:
     assert len(records(out, 3, timeout=10)) == 3
     _, body = server.request("GET", "/metrics")
     assert re.search(r"^talon_workers_busy 0\.0$", body.decode(), re.MULTILINE)
+
+
+def wait_requests(sink: Any, n: int, timeout: float = 10) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while len(sink.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(sink.requests)
+
+
+def test_a_reload_that_adds_a_configured_notifier_delivers_to_it(
+        start: Launch, tmp_path: Path) -> None:
+    from tests.notifiers.sinks import HttpSink
+
+    out = tmp_path / "calls.jsonl"
+    action = f'{{action: a, actionner: test:record, parameters: {{file: "{out}"}}}}'
+    with HttpSink() as hook:
+        server = start(f"- rule: React\n  actions: [{action}]\n",
+                       f'notifiers:\n  webhook: {{url: "{hook.url}/talon"}}\n')
+        (tmp_path / "rules.yaml").write_text(
+            f"- rule: React\n  notifiers: [webhook]\n  actions: [{action}]\n")
+        server.wait_log("successfully loaded")
+        assert server.post(event()) == 200
+        [req] = wait_requests(hook, 1)
+        body = req.json()
+        assert (body["rule"], body["action"], body["status"]) == ("React", "a", "success")
+        assert req.path == "/talon"
+
+
+def test_notify_dry_run_sends_marked_notifications(start: Launch, tmp_path: Path) -> None:
+    from tests.notifiers.sinks import HttpSink
+
+    with HttpSink() as hook:
+        server = start(rules_for(tmp_path / "calls.jsonl"),
+                       f'notify_dry_run: true\ndefault_notifiers: [webhook]\n'
+                       f'notifiers:\n  webhook: {{url: "{hook.url}/talon"}}\n', "--dry-run")
+        assert server.post(event()) == 200
+        bodies = [r.json() for r in wait_requests(hook, 3)]
+    assert sorted(b["action"] for b in bodies) == ["first", "second", "third"]
+    assert {b["status"] for b in bodies} == {"dry_run"}
+    assert {b["output"] for b in bodies} == {"no action, dry-run is enabled"}
+    assert bodies[0]["objects"] == {"namespace": "shop", "pod": "web"}
+    assert not (tmp_path / "calls.jsonl").exists()
+
+
+def test_dry_run_sends_no_notification_by_default(start: Launch, tmp_path: Path) -> None:
+    from tests.notifiers.sinks import HttpSink
+
+    out = tmp_path / "calls.jsonl"
+    with HttpSink() as hook:
+        server = start(f"""
+            - rule: Audit
+              dry_run: true
+              actions: [{{action: audited, actionner: test:record, parameters: {{file: "{out}"}}}}]
+            - rule: Real
+              actions: [{{action: real, actionner: test:record, parameters: {{file: "{out}"}}}}]
+            """, f'default_notifiers: [webhook]\nnotifier_workers: 1\n'
+                 f'notifiers:\n  webhook: {{url: "{hook.url}/talon"}}\n')
+        assert server.post(event()) == 200
+        # one notifier thread delivers in order: a dry-run notification would come first
+        wait_requests(hook, 1)
+        assert [r.json()["action"] for r in hook.requests] == ["real"]
+
+
+def test_metrics_under_both_names(start: Launch, tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = start(rules_for(tmp_path / "calls.jsonl"))
+    assert server.post(event()) == 200
+    records(tmp_path / "calls.jsonl", 3)
+    assert server.request("POST", "/", b"{}")[0] == 200  # accepted, as before, and counted
+    names = {"event": "events", "match": "matches", "action": "actions",
+             "output": "outputs", "notification": "notifications"}
+    deadline = time.monotonic() + 10
+    while True:
+        families = {f.name: f for f in text_string_to_metric_families(
+            server.request("GET", "/metrics")[1].decode())}
+        unusable = families.get("talon_events_unusable")
+        if (unusable and unusable.samples) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for seed, upstream in names.items():
+        alias = f"falcosecurity_falco_talon_{upstream}"
+        assert alias in families, alias
+        assert families[alias].type == families[seed].type == "counter"
+        ours = sorted((s.name.removeprefix(seed), sorted(s.labels.items()), s.value)
+                      for s in families[seed].samples if s.name.endswith("_total"))
+        theirs = sorted((s.name.removeprefix(alias), sorted(s.labels.items()), s.value)
+                        for s in families[alias].samples if s.name.endswith("_total"))
+        assert ours == theirs
+    actions = [s for s in families["falcosecurity_falco_talon_actions"].samples
+               if s.name.endswith("_total")]
+    assert {s.labels["action"] for s in actions} == {"first", "second", "third"}
+    assert [(s.labels, s.value) for s in unusable.samples  # type: ignore[union-attr]
+            if s.name.endswith("_total")] == [({"reason": "no_rule"}, 1.0)]

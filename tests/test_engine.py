@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from talon import models, rules
+from talon import log, models, rules
 from talon.dedup import Deduplicator
 from talon.engine import Engine
 from talon.errors import ActionError
@@ -448,3 +448,70 @@ def test_engine_is_safe_from_many_threads(world: World,
     assert len(world.calls) == 200
     assert world.count(rule="R", action="a", actionner="t:step", status="success",
                        event="F", namespace="", pod="web") == 200
+
+
+def test_dry_run_metrics_carry_the_namespace_and_pod_of_the_log_line(
+        world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    world.engine(path, dry_run=True).handle(event())
+    assert world.count(rule="R", action="a", actionner="t:step", status="dry_run",
+                       event="F", namespace="shop", pod="web") == 1
+
+
+def test_notify_dry_run_sends_a_dry_run_notification(
+        world: World, write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: R
+          dry_run: true
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    world.engine(path, notify_dry_run=True).handle(event())
+    assert world.calls == []
+    ((names, note),) = world.notes
+    assert names == ("webhook",)
+    assert (note.message, note.status, note.rule, note.action) == (
+        "action", "dry_run", "R", "a")
+    assert note.output == "no action, dry-run is enabled"
+    assert dict(note.objects) == {"namespace": "shop", "pod": "web"}
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ({}, "no_rule"),
+    ({"priority": "Warning", "output": "x"}, "no_rule"),
+    ({"rule": "F", "priority": "Loud\nINF forged=line"}, "unknown_priority"),
+    ({"rule": "F"}, "unknown_priority"),
+])
+def test_unusable_events_are_counted_and_logged_once_a_minute(
+        world: World, write_rules: Callable[..., str], caplog: pytest.LogCaptureFixture,
+        payload: dict[str, Any], reason: str) -> None:
+    path = write_rules("""
+        - rule: R
+          match: {rules: [F], priority: ">=Warning"}
+          actions: [{action: a, actionner: t:step, parameters: {name: a}}]
+        """)
+    now = [1000.0]
+    engine = world.engine(path, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, "talon")
+    bad = models.from_mapping({**payload, "output_fields": {"k8s.pod.name": "a\nb=\"c\""}})
+    for _ in range(3):
+        assert engine.handle(bad) == []
+    now[0] += 59.0
+    engine.handle(bad)
+    now[0] += 2.0
+    engine.handle(bad)
+    engine.handle(event())  # a usable event is neither counted nor logged
+    value = world.metrics.registry.get_sample_value("talon_events_unusable_total",
+                                                    {"reason": reason})
+    assert value == 5
+    lines = [r for r in caplog.records if r.getMessage() == "event"
+             and r.levelno == logging.WARNING]
+    assert len(lines) == 2
+    fields = lines[1].fields  # type: ignore[attr-defined]
+    assert fields["reason"] == reason and fields["status"] == "unusable"
+    assert fields["suppressed"] == 3  # events with this reason not logged since the first
+    text = log.TextFormatter().format(lines[0])
+    assert "\n" not in text and f"reason={reason}" in text
+    assert world.calls == [("a", world.calls[0][1])]
