@@ -124,8 +124,9 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings, registry: Reg
 
 
 def cmd_print(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
-    ruleset, problems = rules.check(_rules_paths(settings), registry)
-    _print_problems([p for p in problems if p.severity == "error"])
+    ruleset = _load_checked(args, settings, registry)
+    if ruleset is None:
+        return 1
     sys.stdout.write(render.rules_yaml(ruleset))
     return 0
 

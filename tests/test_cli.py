@@ -7,8 +7,8 @@ Behaviours covered:
 - the upstream example files check valid with exactly 2 warnings (`allow`, with a hint
   towards allow_cidr, and `force`), and are invalid with `--strict`;
 - `rules print` emits one YAML document (`---` first) holding the merged rules, e.g. the
-  override file's parameters folded into `Terminate Pod`, and still prints rules that have
-  errors (as upstream) while reporting those errors on stderr;
+  override file's parameters folded into `Terminate Pod`; invalid rules and YAML syntax
+  errors print nothing on stdout, the problems on stderr (as `rules check`), and exit 1;
 - every kind of invalid rules file exits 1 and stderr names the file, rule and field
   (unknown actionner, bad parameter type, missing required parameter, bad priority, bad
   output target, YAML syntax error with its line, missing file); every problem is reported
@@ -267,7 +267,7 @@ def test_rules_print_shows_the_merged_upstream_rules(run: Run) -> None:
     assert rules["Test download"]["actions"][2]["output"]["target"] == "minio:s3"
 
 
-def test_rules_print_still_prints_rules_with_errors(run: Run, tmp_path: Path) -> None:
+def test_rules_print_with_invalid_rules_exits_1(run: Run, tmp_path: Path) -> None:
     path = write(tmp_path / "bad.yaml", """\
         - rule: Odd
           match: {rules: [A]}
@@ -276,9 +276,22 @@ def test_rules_print_still_prints_rules_with_errors(run: Run, tmp_path: Path) ->
               actionner: kubernetes:mystery
         """)
     code, out, err = run("rules", "print", "-r", path)
-    assert code == 0
-    assert printed_rules(out)["Odd"]["actions"][0]["actionner"] == "kubernetes:mystery"
-    assert "unknown actionner 'kubernetes:mystery'" in err
+    assert code == 1
+    assert out == ""
+    (line,) = problem_lines(err, "error")
+    assert "unknown actionner 'kubernetes:mystery'" in line
+    assert f"{path}:" in line and "rule 'Odd'" in line
+    assert "invalid rules: 1 error(s)" in err
+
+
+def test_rules_print_with_a_yaml_syntax_error_exits_1(run: Run, tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.yaml", "- rule: R\n  match: [\n")
+    code, out, err = run("rules", "print", "-r", path)
+    assert code == 1
+    assert out == ""
+    (line,) = problem_lines(err, "error")
+    assert line.startswith(f"error: {path}:")
+    assert "wrong syntax" in line
 
 
 # --- invalid rules and configuration ---------------------------------------------------------
