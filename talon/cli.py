@@ -21,6 +21,9 @@ from talon.rules.model import RuleSet
 
 DEFAULT_CONFIG = "/etc/falco-talon/config.yaml"
 DEFAULT_RULES = ("/etc/falco-talon/rules.yaml",)
+LIST_KINDS = {"actionners": "actionner", "outputs": "output", "notifiers": "notifier",
+              "contexts": "context"}
+"""The `KIND list` verbs and the registry kind each one lists."""
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules.d"
 
 
@@ -65,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     test = rverbs.add_parser("test", parents=[common2],
                              help="show or check what events would trigger")
     test.add_argument("inputs", nargs="+", metavar="EVENT.json|SUITE.yaml")
-    for kind in ("actionners", "outputs", "notifiers"):
+    for kind in LIST_KINDS:
         p = verbs.add_parser(kind, parents=[common], help=f"list the {kind}")
         p.add_subparsers(dest="list_command", metavar="list", required=True).add_parser(
             "list", parents=[common2], help=f"list the available {kind}")
@@ -175,11 +178,8 @@ def cmd_test(args: argparse.Namespace, settings: config.Settings, registry: Regi
 
 
 def cmd_list(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
-    kind = {"actionners": "actionner", "outputs": "output", "notifiers": "notifier"}[
-        args.command]
+    kind = LIST_KINDS[args.command]
     blocks = [render.plugin_block(p) for p in registry.all(kind)]  # type: ignore[arg-type]
-    if kind == "actionner":
-        blocks += [render.plugin_block(p) for p in registry.all("context")]
     print("\n".join(blocks), end="")
     return 0
 
@@ -220,7 +220,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     registry = catalog.registry(settings.plugins)
     if args.command == "server":
         return cmd_server(args, settings, registry)
-    if args.command in ("actionners", "outputs", "notifiers"):
+    if args.command in LIST_KINDS:
         return cmd_list(args, settings, registry)
     if args.command == "rbac":
         return cmd_rbac(args, settings, registry)

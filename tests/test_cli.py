@@ -19,7 +19,8 @@ Behaviours covered:
   an event file prints the rule, the action and the final parameters (`${FD_NAME}` in a
   kubernetes:download `file` is substituted, a kubernetes:exec `command` is left as
   written); a non-matching event says so; a bad event file exits 1 naming the field;
-- `actionners|outputs|notifiers list` print `--- name ---` blocks of parseable YAML;
+- `actionners|outputs|notifiers|contexts list` print `--- name ---` blocks of parseable YAML,
+  `actionners list` only actionners;
   `version` prints talon.__version__;
 - `rbac` prints a ClusterRole covering the shipped rules;
 - neither `rules check` nor `rules test` imports kubernetes, boto3, botocore, minio or
@@ -572,6 +573,17 @@ def test_actionners_list(run: Run) -> None:
     for name, body in blocks.items():
         assert isinstance(body, dict), name
         assert name.split(":")[-1] == body["name"], name
+    assert not {"aws", "k8snode"} & set(blocks), "contexts are listed by `contexts list`"
+    assert all(":" in name for name in blocks)
+
+
+def test_contexts_list(run: Run) -> None:
+    code, out, err = run("contexts", "list")
+    assert code == 0, err
+    blocks = list_blocks(out)
+    assert set(blocks) == {"aws", "k8snode"}
+    assert blocks["k8snode"]["name"] == "k8snode"
+    assert "permissions" in blocks["k8snode"]
 
 
 def test_outputs_list(run: Run) -> None:
