@@ -24,13 +24,20 @@ DEFAULT_RULES = ("/etc/falco-talon/rules.yaml",)
 LIST_KINDS = {"actionners": "actionner", "outputs": "output", "notifiers": "notifier",
               "contexts": "context"}
 """The `KIND list` verbs and the registry kind each one lists."""
-SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules.d"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped_rules(package_dir: Path = PACKAGE_DIR) -> Path:
+    """The example rules shipped with Talon: talon/rules_d/ once installed as a package
+    (pyproject.toml maps rules.d/ there), else rules.d/ beside talon/ in the source tree."""
+    installed = package_dir / "rules_d"
+    return installed if installed.is_dir() else package_dir.parent / "rules.d"
 
 
 def default_rules() -> list[str]:
     """Upstream's default rules file if it exists, else the rules shipped with Talon."""
     found = [p for p in DEFAULT_RULES if Path(p).exists()]
-    return found or [str(SHIPPED_RULES)]
+    return found or [str(shipped_rules())]
 
 
 def _common(sub: bool, level: int = 1) -> argparse.ArgumentParser:
@@ -52,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="talon", parents=[_common(sub=False)],
         description="Talon: a response engine for Falco events.")
+    top.add_argument("--version", action="version", version=f"talon {__version__}")
     verbs = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server = verbs.add_parser("server", parents=[common], help="start the response server")
     server.add_argument("--dry-run", action="store_true", default=None,
