@@ -4,7 +4,7 @@ Behaviours covered:
 - one configuration location: every /etc path named by the systemd unit, its README and
   environment example and the Containerfile is under /etc/falco-talon/ (Falco Talon's), and
   the configuration file they name is the application's default (`cli.DEFAULT_CONFIG`);
-- pyproject.toml's [project]: name `talon`, the version read from talon.__version__,
+- pyproject.toml's [project]: name `talon`, the version equal to talon.__version__,
   requires-python >= 3.11, the runtime dependencies exactly those of requirements.txt, the
   `talon` console script pointing at talon.cli:main, only the `talon` package and its
   sub-packages (every folder of talon/ with an __init__.py), plus the shipped rules;
@@ -92,9 +92,7 @@ def test_project_metadata() -> None:
     project = data["project"]
     assert isinstance(project, dict)
     assert project["name"] == "talon"
-    assert project["dynamic"] == ["version"]
-    setuptools = data["tool"]["setuptools"]  # type: ignore[index]
-    assert setuptools["dynamic"]["version"] == {"attr": "talon.__version__"}
+    assert project["version"] == talon.__version__
     assert project["requires-python"] == ">=3.11"
     assert project["dependencies"] == _requirements()
     assert project["scripts"] == {"talon": "talon.cli:main"}
