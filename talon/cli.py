@@ -21,13 +21,23 @@ from talon.rules.model import RuleSet
 
 DEFAULT_CONFIG = "/etc/falco-talon/config.yaml"
 DEFAULT_RULES = ("/etc/falco-talon/rules.yaml",)
-SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules.d"
+LIST_KINDS = {"actionners": "actionner", "outputs": "output", "notifiers": "notifier",
+              "contexts": "context"}
+"""The `KIND list` verbs and the registry kind each one lists."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped_rules(package_dir: Path = PACKAGE_DIR) -> Path:
+    """The example rules shipped with Talon: talon/rules_d/ once installed as a package
+    (pyproject.toml maps rules.d/ there), else rules.d/ beside talon/ in the source tree."""
+    installed = package_dir / "rules_d"
+    return installed if installed.is_dir() else package_dir.parent / "rules.d"
 
 
 def default_rules() -> list[str]:
     """Upstream's default rules file if it exists, else the rules shipped with Talon."""
     found = [p for p in DEFAULT_RULES if Path(p).exists()]
-    return found or [str(SHIPPED_RULES)]
+    return found or [str(shipped_rules())]
 
 
 def _common(sub: bool, level: int = 1) -> argparse.ArgumentParser:
@@ -49,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="talon", parents=[_common(sub=False)],
         description="Talon: a response engine for Falco events.")
+    top.add_argument("--version", action="version", version=f"talon {__version__}")
     verbs = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server = verbs.add_parser("server", parents=[common], help="start the response server")
     server.add_argument("--dry-run", action="store_true", default=None,
@@ -65,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     test = rverbs.add_parser("test", parents=[common2],
                              help="show or check what events would trigger")
     test.add_argument("inputs", nargs="+", metavar="EVENT.json|SUITE.yaml")
-    for kind in ("actionners", "outputs", "notifiers"):
+    for kind in LIST_KINDS:
         p = verbs.add_parser(kind, parents=[common], help=f"list the {kind}")
         p.add_subparsers(dest="list_command", metavar="list", required=True).add_parser(
             "list", parents=[common2], help=f"list the available {kind}")
@@ -124,8 +135,9 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings, registry: Reg
 
 
 def cmd_print(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
-    ruleset, problems = rules.check(_rules_paths(settings), registry)
-    _print_problems([p for p in problems if p.severity == "error"])
+    ruleset = _load_checked(args, settings, registry)
+    if ruleset is None:
+        return 1
     sys.stdout.write(render.rules_yaml(ruleset))
     return 0
 
@@ -174,11 +186,8 @@ def cmd_test(args: argparse.Namespace, settings: config.Settings, registry: Regi
 
 
 def cmd_list(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
-    kind = {"actionners": "actionner", "outputs": "output", "notifiers": "notifier"}[
-        args.command]
+    kind = LIST_KINDS[args.command]
     blocks = [render.plugin_block(p) for p in registry.all(kind)]  # type: ignore[arg-type]
-    if kind == "actionner":
-        blocks += [render.plugin_block(p) for p in registry.all("context")]
     print("\n".join(blocks), end="")
     return 0
 
@@ -219,7 +228,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     registry = catalog.registry(settings.plugins)
     if args.command == "server":
         return cmd_server(args, settings, registry)
-    if args.command in ("actionners", "outputs", "notifiers"):
+    if args.command in LIST_KINDS:
         return cmd_list(args, settings, registry)
     if args.command == "rbac":
         return cmd_rbac(args, settings, registry)

@@ -7,6 +7,9 @@ Mapping[str, Any], Literal[...], optional `| None`); `field(metadata=...)` may a
 `ParamValueError` (or ValueError). Every problem is returned, none raised.
 Typing follows the Go decoder: a string field takes only strings, an int field takes
 integers (a float is truncated), a bool field takes booleans (and the strings true/false).
+A map field marked `metadata={"text_values": True}` (label and annotation values) also takes
+YAML booleans and numbers, as their source text (a mapping's `value_texts`, which
+talon.yamlio records, else `str()` with lower-case booleans), with a warning each.
 """
 
 from __future__ import annotations
@@ -158,6 +161,43 @@ def _coerce(tp: Any, value: Any, name: str, out: list[ParamProblem]) -> Any:
     raise TypeError(f"unsupported parameter type {tp!r} for {name}")
 
 
+def _as_text(value: bool | int | float, source: str | None) -> str:
+    if source:
+        return source
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _texts_of(name: str, values: Mapping[Any, Any]) -> tuple[dict[Any, Any],
+                                                             list[ParamProblem]]:
+    """`values` with booleans and numbers as their text, and one warning for each."""
+    sources = getattr(values, "value_texts", None) or {}
+    converted = dict(values)
+    problems = []
+    for key, value in values.items():
+        if isinstance(value, bool | int | float):
+            text = converted[key] = _as_text(value, sources.get(key))
+            kind = "boolean" if isinstance(value, bool) else "number"
+            problems.append(ParamProblem(
+                f"{name}.{key}", f'a YAML {kind}, taken as the string "{text}": quote it '
+                f'({key}: "{text}")', "warning"))
+    return converted, problems
+
+
+def text_values(cls: type, raw: Mapping[str, Any]) -> tuple[Mapping[str, Any],
+                                                            list[ParamProblem]]:
+    """`raw` with YAML booleans and numbers in `text_values` maps turned into strings."""
+    problems: list[ParamProblem] = []
+    result = raw
+    for name, f in _schema(cls)[1].items():
+        values = raw.get(name)
+        if f.metadata.get("text_values") and isinstance(values, Mapping):
+            converted, found = _texts_of(name, values)
+            if found:
+                result = {**result, name: converted}
+                problems += found
+    return result, problems
+
+
 def _check_range(f: dataclasses.Field[Any], value: Any, out: list[ParamProblem]) -> None:
     lo, hi = f.metadata.get("min"), f.metadata.get("max")
     if not isinstance(value, int | float) or isinstance(value, bool):
@@ -179,8 +219,7 @@ def coerce(cls: type, raw: Mapping[str, Any] | None) -> tuple[Any, list[ParamPro
 
     Unknown keys are warnings naming the nearest known key; a null value counts as absent.
     """
-    problems: list[ParamProblem] = []
-    raw = raw or {}
+    raw, problems = text_values(cls, raw or {})
     hints, fields = _schema(cls)
     for key in raw:
         if key not in fields:

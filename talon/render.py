@@ -57,6 +57,8 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _str)
+# Maps read by talon.yamlio are dict subclasses that remember their lines: dump them as maps.
+_Dumper.add_multi_representer(dict, yaml.SafeDumper.represent_dict)
 
 
 def dump(data: Any) -> str:

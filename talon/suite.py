@@ -15,14 +15,16 @@ Layer L1 (imports only L0/L1). A suite is a YAML file:
           parameters:                              # final parameters (a subset is enough)
             Label Pod as Suspicious: {labels: {suspicious: "true"}}
 
-Every key under `expect` is optional. A mismatch prints a unified diff.
+Every key under `expect` is optional, but `expect` itself is required. A mismatch prints
+a unified diff; an unknown key in a case or in `expect`, or a case without `expect`, is an
+error naming the suite file, the case and the key.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from talon.registry import Registry
 from talon.rules.model import RuleSet
 
 EXPECT_KEYS = ("rules", "actions", "not_rules", "not_actions", "parameters")
+CASE_KEYS = ("name", "event", "event_file", "expect")
 
 
 @dataclass(slots=True)
@@ -44,8 +47,8 @@ class CaseResult:
 
 
 def _diff(what: str, expected: Any, actual: Any) -> str:
-    exp = render.dump(expected).splitlines()
-    act = render.dump(actual).splitlines()
+    exp = render.dump(models.plain(expected)).splitlines()
+    act = render.dump(models.plain(actual)).splitlines()
     lines = difflib.unified_diff(exp, act, "expected", "actual", lineterm="")
     return f"{what} differ:\n" + "\n".join("    " + ln for ln in lines)
 
@@ -92,6 +95,45 @@ def check_steps(steps: list[plan.Step], expect: Mapping[str, Any]) -> list[str]:
     return failures
 
 
+def _unknown(keys: Iterable[Any], known: tuple[str, ...], where: str) -> list[str]:
+    messages = []
+    for key in keys:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        tip = f" (did you mean '{near[0]}'?)" if near else ""
+        messages.append(f"unknown key '{key}' in {where}{tip}; known: {', '.join(known)}")
+    return messages
+
+
+def case_problems(case: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the shape of one case: unknown keys, a missing or bad `expect`."""
+    problems = _unknown(case, CASE_KEYS, "the case")
+    expect = case.get("expect")
+    if "expect" not in case:
+        problems.append("the case has no 'expect': say what must happen "
+                        f"({', '.join(EXPECT_KEYS)})")
+    elif not isinstance(expect, Mapping):
+        problems.append(f"'expect' must be a map, got {expect!r}")
+    else:
+        problems += _unknown(expect, EXPECT_KEYS, "expect")
+    return problems
+
+
+def _run_case(case: Any, where: str, base: Path, ruleset: RuleSet,
+              registry: Registry) -> list[str]:
+    if not isinstance(case, Mapping):
+        return [f"{where}: a test case must be a map"]
+    problems = case_problems(case)
+    if problems:
+        return [f"{where}: {p}" for p in problems]
+    try:
+        event = _event(case, base)
+    except (EventError, OSError) as exc:
+        return [f"bad event: {exc}"]
+    return check_steps(plan.plan(event, ruleset, registry), case["expect"])
+
+
 def run_suite(path: Path, ruleset: RuleSet, registry: Registry) -> list[CaseResult]:
     """Run every case of the suite file at `path`."""
     data = yamlio.load_file(path)
@@ -100,22 +142,8 @@ def run_suite(path: Path, ruleset: RuleSet, registry: Registry) -> list[CaseResu
         return [CaseResult(str(path), [f"{path}: expected a 'tests:' list of cases"])]
     results = []
     for i, case in enumerate(cases):
-        name = str(case.get("name") or f"case {i + 1}") if isinstance(case, Mapping) else str(i)
-        result = CaseResult(name)
-        results.append(result)
-        if not isinstance(case, Mapping):
-            result.failures.append("a test case must be a map")
-            continue
-        expect = case.get("expect") or {}
-        unknown = set(expect) - set(EXPECT_KEYS) if isinstance(expect, Mapping) else {"?"}
-        if unknown:
-            result.failures.append(f"unknown expect keys: {', '.join(sorted(map(str, unknown)))}"
-                                   f" (known: {', '.join(EXPECT_KEYS)})")
-            continue
-        try:
-            event = _event(case, path.parent)
-        except (EventError, OSError) as exc:
-            result.failures.append(f"bad event: {exc}")
-            continue
-        result.failures.extend(check_steps(plan.plan(event, ruleset, registry), expect))
+        named = isinstance(case, Mapping) and case.get("name")
+        name = str(case["name"]) if named else f"case {i + 1}"
+        failures = _run_case(case, f"{path}: case '{name}'", path.parent, ruleset, registry)
+        results.append(CaseResult(name, failures))
     return results

@@ -1,13 +1,16 @@
 """YAML reading with line numbers and YAML 1.2 scalars, shared by rules and config.
 
 Layer L1: stdlib + pyyaml. Mappings load as `LineDict` (a dict that remembers the line of
-the mapping and of each key). Booleans follow YAML 1.2 and the Go decoder: only
-true/false (any case); `yes`, `no`, `on`, `off` stay strings; `1:20` is not a number.
+the mapping and of each key, and the source text of values read as booleans or numbers,
+so that `ratio: 1.50` can be taken as the string "1.50" where a string is meant).
+Booleans follow YAML 1.2 and the Go decoder: only true/false (any case); `yes`, `no`,
+`on`, `off` stay strings; `1:20` is not a number.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,31 @@ class LineDict(dict[Any, Any]):
 
     line: int | None = None
     key_lines: dict[Any, int]
+    value_texts: dict[Any, str]
+    """The YAML source text of each value read as a boolean or a number."""
 
     def line_of(self, key: Any) -> int | None:
         return getattr(self, "key_lines", {}).get(key, self.line)
+
+
+def copy_marks(source: Mapping[Any, Any], copied: dict[Any, Any]) -> dict[Any, Any]:
+    """`copied` (a copy of `source`'s items), with `source`'s lines and source texts."""
+    if not isinstance(source, LineDict):
+        return copied
+    out = LineDict(copied)
+    out.line = source.line
+    out.key_lines = dict(getattr(source, "key_lines", {}))
+    out.value_texts = dict(getattr(source, "value_texts", {}))
+    return out
+
+
+def update(target: dict[Any, Any], source: Mapping[Any, Any]) -> None:
+    """`target.update(source)`, keeping the source texts of the values it takes."""
+    target.update(source)
+    if isinstance(target, LineDict):
+        texts = {k: v for k, v in getattr(target, "value_texts", {}).items() if k not in source}
+        texts.update(getattr(source, "value_texts", {}))
+        target.value_texts = texts
 
 
 class _Loader(_BASE):  # type: ignore[misc]
@@ -55,6 +80,7 @@ def _mapping(loader: Any, node: yaml.MappingNode) -> LineDict:
     result = LineDict()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
+    result.value_texts = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -62,8 +88,10 @@ def _mapping(loader: Any, node: yaml.MappingNode) -> LineDict:
         except TypeError:
             raise yaml.constructor.ConstructorError(
                 None, None, "found an unhashable key", key_node.start_mark) from None
-        result[key] = loader.construct_object(value_node, deep=True)
+        value = result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
+        if isinstance(value, bool | int | float) and isinstance(value_node, yaml.ScalarNode):
+            result.value_texts[key] = value_node.value
     return result
 
 

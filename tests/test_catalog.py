@@ -363,12 +363,30 @@ def test_label_needs_at_least_one_label() -> None:
         "annotations", "parameter 'annotations' should have at least one annotation")
 
 
-def test_label_values_are_strings_as_in_the_seed_example_they_were_not() -> None:
-    assert error(pods.LabelParams, {"labels": {"suspicious": True}}) == (
-        "labels.suspicious", 'expected a string, got boolean True (quote it: "true")')
+def test_label_and_annotation_values_written_as_yaml_scalars_become_their_text() -> None:
+    raw = {"labels": {"suspicious": True, "count": 3, "ratio": 1.5, "off": False}}
+    label, problems = params.coerce(pods.LabelParams, raw)
+    assert dict(label.labels) == {"suspicious": "true", "count": "3", "ratio": "1.5",
+                                  "off": "false"}
+    assert [(p.field, p.severity) for p in problems] == [
+        ("labels.suspicious", "warning"), ("labels.count", "warning"),
+        ("labels.ratio", "warning"), ("labels.off", "warning")]
+    assert problems[0].message == (
+        'a YAML boolean, taken as the string "true": quote it (suspicious: "true")')
+    assert problems[1].message == (
+        'a YAML number, taken as the string "3": quote it (count: "3")')
+    note, problems = params.coerce(pods.AnnotationParams, {"annotations": {"seen": 1}})
+    assert dict(note.annotations) == {"seen": "1"}
+    assert [p.field for p in problems] == ["annotations.seen"]
     label = ok(pods.LabelParams, {"labels": {"suspicious": "true"}})
     assert dict(label.labels) == {"suspicious": "true"}
     assert label.level == "pod"
+
+
+def test_other_string_parameters_still_need_quotes() -> None:
+    assert error(pods.LabelParams, {"labels": {"a": "b"}, "level": True})[0] == "level"
+    assert error(pods.LabelParams, {"labels": {"a": [1]}}) == (
+        "labels.a", "expected a string, got list [1]")
 
 
 @pytest.mark.parametrize("key", ["app", "app.kubernetes.io/name", "a_b.c-D9", "x" * 63,

@@ -7,8 +7,8 @@ Behaviours covered:
 - the upstream example files check valid with exactly 2 warnings (`allow`, with a hint
   towards allow_cidr, and `force`), and are invalid with `--strict`;
 - `rules print` emits one YAML document (`---` first) holding the merged rules, e.g. the
-  override file's parameters folded into `Terminate Pod`, and still prints rules that have
-  errors (as upstream) while reporting those errors on stderr;
+  override file's parameters folded into `Terminate Pod`; invalid rules and YAML syntax
+  errors print nothing on stdout, the problems on stderr (as `rules check`), and exit 1;
 - every kind of invalid rules file exits 1 and stderr names the file, rule and field
   (unknown actionner, bad parameter type, missing required parameter, bad priority, bad
   output target, YAML syntax error with its line, missing file); every problem is reported
@@ -19,7 +19,8 @@ Behaviours covered:
   an event file prints the rule, the action and the final parameters (`${FD_NAME}` in a
   kubernetes:download `file` is substituted, a kubernetes:exec `command` is left as
   written); a non-matching event says so; a bad event file exits 1 naming the field;
-- `actionners|outputs|notifiers list` print `--- name ---` blocks of parseable YAML;
+- `actionners|outputs|notifiers|contexts list` print `--- name ---` blocks of parseable YAML,
+  `actionners list` only actionners;
   `version` prints talon.__version__;
 - `rbac` prints a ClusterRole covering the shipped rules;
 - neither `rules check` nor `rules test` imports kubernetes, boto3, botocore, minio or
@@ -267,7 +268,7 @@ def test_rules_print_shows_the_merged_upstream_rules(run: Run) -> None:
     assert rules["Test download"]["actions"][2]["output"]["target"] == "minio:s3"
 
 
-def test_rules_print_still_prints_rules_with_errors(run: Run, tmp_path: Path) -> None:
+def test_rules_print_with_invalid_rules_exits_1(run: Run, tmp_path: Path) -> None:
     path = write(tmp_path / "bad.yaml", """\
         - rule: Odd
           match: {rules: [A]}
@@ -276,9 +277,22 @@ def test_rules_print_still_prints_rules_with_errors(run: Run, tmp_path: Path) ->
               actionner: kubernetes:mystery
         """)
     code, out, err = run("rules", "print", "-r", path)
-    assert code == 0
-    assert printed_rules(out)["Odd"]["actions"][0]["actionner"] == "kubernetes:mystery"
-    assert "unknown actionner 'kubernetes:mystery'" in err
+    assert code == 1
+    assert out == ""
+    (line,) = problem_lines(err, "error")
+    assert "unknown actionner 'kubernetes:mystery'" in line
+    assert f"{path}:" in line and "rule 'Odd'" in line
+    assert "invalid rules: 1 error(s)" in err
+
+
+def test_rules_print_with_a_yaml_syntax_error_exits_1(run: Run, tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.yaml", "- rule: R\n  match: [\n")
+    code, out, err = run("rules", "print", "-r", path)
+    assert code == 1
+    assert out == ""
+    (line,) = problem_lines(err, "error")
+    assert line.startswith(f"error: {path}:")
+    assert "wrong syntax" in line
 
 
 # --- invalid rules and configuration ---------------------------------------------------------
@@ -559,6 +573,17 @@ def test_actionners_list(run: Run) -> None:
     for name, body in blocks.items():
         assert isinstance(body, dict), name
         assert name.split(":")[-1] == body["name"], name
+    assert not {"aws", "k8snode"} & set(blocks), "contexts are listed by `contexts list`"
+    assert all(":" in name for name in blocks)
+
+
+def test_contexts_list(run: Run) -> None:
+    code, out, err = run("contexts", "list")
+    assert code == 0, err
+    blocks = list_blocks(out)
+    assert set(blocks) == {"aws", "k8snode"}
+    assert blocks["k8snode"]["name"] == "k8snode"
+    assert "permissions" in blocks["k8snode"]
 
 
 def test_outputs_list(run: Run) -> None:

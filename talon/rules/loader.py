@@ -78,7 +78,7 @@ def _kind(value: Any) -> str:
 
 def _copy(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
+        return yamlio.copy_marks(value, {k: _copy(v) for k, v in value.items()})
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
@@ -193,7 +193,7 @@ def _fold_params(first: dict[str, Any], later: Mapping[str, Any]) -> None:
         if _kind(old) != _kind(value):
             continue  # upstream ignores a later value of another kind
         if isinstance(old, dict):
-            old.update(_copy(value))
+            yamlio.update(old, _copy(value))
         elif isinstance(old, list):
             old.extend(_copy(value))
         else:
@@ -281,7 +281,7 @@ def _merge_block_params(rule_params: dict[str, Any], block: Mapping[str, Any],
                     out.problems.append(_with(warn, field=f"{prefix}.{key}.{sub}", message=(
                         "set by both the rule and the action block: the action block's "
                         f"value {sval!r} wins over {rval[sub]!r} (as Falco Talon does)")))
-            rval.update(_copy(bval))
+            yamlio.update(rval, _copy(bval))
 
 
 def _with(p: Problem, **changes: Any) -> Problem:

@@ -128,6 +128,18 @@ def _coerce(cls: type | None, raw: Any, ctx: _Ctx, prefix: str) -> Any:
     return value
 
 
+def _parameters(raw: Any, info: Any, ctx: _Ctx) -> tuple[Mapping[str, Any], Any]:
+    """An action's parameters as they will run (label values as text) and their params."""
+    if info is None:
+        return (raw if isinstance(raw, Mapping) else {}), None
+    if info.params is not None and isinstance(raw, Mapping):
+        raw, notes = params_mod.text_values(info.params, raw)
+        for p in notes:
+            ctx.add(p.message, "parameters." + p.field, severity=p.severity)
+    params = _coerce(info.params, raw, ctx, "parameters.")
+    return (raw if isinstance(raw, Mapping) else {}), params
+
+
 def _output(data: Any, plugin_info: Any, ctx: _Ctx) -> OutputSpec | None:
     if data is None or data == {}:
         if plugin_info is not None and plugin_info.require_output:
@@ -192,8 +204,7 @@ def _action(data: Any, ctx: _Ctx) -> Action | None:
         ctx.add(f"unknown actionner '{fullname}'{tip}", "actionner")
     else:
         info = ctx.registry.get("actionner", fullname).info
-    params = _coerce(info.params, data.get("parameters"), ctx, "parameters.") if info else None
-    raw = data.get("parameters") if isinstance(data.get("parameters"), Mapping) else {}
+    raw, params = _parameters(data.get("parameters"), info, ctx)
     return Action(
         name=ctx.action, actionner=fullname, description=_str(data, "description", ctx),
         continue_=_bool(data, "continue", ctx), ignore_errors=_bool(data, "ignore_errors", ctx),

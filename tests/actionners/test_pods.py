@@ -11,7 +11,8 @@ Behaviours covered:
   a ReplicaSet that can't be read is a failure; default continue false;
 - label / annotation: one JSON patch per call, `add` to set (also over an existing key),
   `remove` only for keys present, nothing sent when nothing changes, the map created with a
-  guarded `add {}` when missing, `/` → `~1` and `~` → `~0`; level node (the pod's node,
+  guarded `add {}` when missing, `/` → `~1` and `~` → `~0`; values written as YAML
+  booleans or numbers are sent as their source text ("true", "1.50"); level node (the pod's node,
   "error getting node" when it can't be read, unscheduled pod); retry once on a conflict;
 - delete: every supported resource (the 11 of upstream plus pods), GET then DELETE, the
   texts (no namespace for namespaces and clusterroles), unsupported resources, missing
@@ -326,6 +327,31 @@ def test_edit_sets_and_removes_in_one_patch(act: Act, kube_api: FakeKubeAPI, act
     stored = kube_api.get("pods", "shop", "web-1")
     assert stored is not None
     assert stored["metadata"][field] == {"app": "shop", "suspicious": "true", "keep": "k"}
+
+
+@pytest.mark.parametrize(("actionner", "field", "done"), KINDS)
+def test_yaml_booleans_and_numbers_reach_the_cluster_as_their_text(
+        act: Act, kube_api: FakeKubeAPI, actionner: str, field: str, done: str) -> None:
+    kube_api.add(meta_pod(field, {"app": "web"}))
+    acted = act(f"""
+- rule: R
+  match: {{rules: [F]}}
+  actions:
+    - action: A
+      actionner: {actionner}
+      parameters:
+        {field}: {{suspicious: true, ratio: 1.50, count: 3}}
+""", event())
+    assert acted.done == [("R", "A", "success")]
+    assert patches(kube_api) == [[
+        {"op": "add", "path": f"/metadata/{field}/suspicious", "value": "true"},
+        {"op": "add", "path": f"/metadata/{field}/ratio", "value": "1.50"},
+        {"op": "add", "path": f"/metadata/{field}/count", "value": "3"},
+    ]]
+    stored = kube_api.get("pods", "shop", "web-1")
+    assert stored is not None
+    assert stored["metadata"][field] == {"app": "web", "suspicious": "true", "ratio": "1.50",
+                                         "count": "3"}
 
 
 @pytest.mark.parametrize(("actionner", "field", "_done"), KINDS)

@@ -119,8 +119,10 @@ class LabelParams:
     """Parameters of kubernetes:label."""
 
     labels: Mapping[str, str] = field(metadata={
+        "text_values": True,
         "help": "Labels to add or modify (key: value); an empty value removes the label. "
-                "Values are strings: quote \"true\" and numbers"})
+                "Values are strings: a YAML boolean or number is taken as its text, "
+                "with a warning (quote it)"})
     level: Literal["pod", "node"] = field(default="pod", metadata={"help": _LEVEL_HELP})
 
     def __post_init__(self) -> None:
@@ -137,8 +139,10 @@ class AnnotationParams:
     """Parameters of kubernetes:annotation."""
 
     annotations: Mapping[str, str] = field(metadata={
+        "text_values": True,
         "help": "Annotations to add or modify (key: value); an empty value removes the "
-                "annotation. Values are free text, but strings: quote \"true\" and numbers"})
+                "annotation. Values are strings: a YAML boolean or number is taken as its "
+                "text, with a warning (quote it)"})
     level: Literal["pod", "node"] = field(default="pod", metadata={"help": _LEVEL_HELP})
 
     def __post_init__(self) -> None:
