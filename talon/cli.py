@@ -206,6 +206,9 @@ def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Regi
             if registry.has("notifier", name):
                 perms += registry.get("notifier", name).info.permissions
     sys.stdout.write(render.cluster_role(perms))
+    dd = settings.deduplication
+    if dd.leader_election and dd.time_window_seconds > 0:
+        sys.stdout.write("---\n" + render.lease_role(dd.lease_namespace))
     return 0
 
 

@@ -125,3 +125,22 @@ def cluster_role(perms: Iterable[Permission], name: str = "talon") -> str:
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": name}, "rules": rules}
     return dump(role)
+
+
+LEASE_VERBS = ("get", "create", "update", "delete", "list")
+"""What cross-replica deduplication does with its Leases (claim, take over, sweep)."""
+
+
+def lease_role(namespace: str = "", name: str = "talon-dedup") -> str:
+    """The namespaced Role for the dedup Leases; without `namespace`, for `kubectl -n`."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": metadata,
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                       "verbs": list(LEASE_VERBS)}]}
+    where = "" if namespace else (
+        "# in the namespace of Talon's pod (kubectl apply -n NAMESPACE), where it keeps its\n"
+        "# dedup Leases unless deduplication.lease_namespace says otherwise\n")
+    return where + dump(role)

@@ -615,7 +615,7 @@ def test_version(run: Run) -> None:
 
 
 def _rbac_rules(out: str) -> Iterator[dict[str, Any]]:
-    role = yaml.safe_load(out)
+    role = next(yaml.safe_load_all(out))
     assert role["kind"] == "ClusterRole"
     assert role["apiVersion"] == "rbac.authorization.k8s.io/v1"
     yield from role["rules"]
@@ -630,6 +630,23 @@ def test_rbac_for_the_shipped_rules(run: Run) -> None:
     assert any(r["apiGroups"] == ["networking.k8s.io"] and "networkpolicies" in r["resources"]
                and "create" in r["verbs"] for r in rules)
     assert not any("delete" in r["verbs"] for r in rules), "shipped rules delete nothing"
+
+
+def test_rbac_adds_the_lease_role_when_dedup_can_span_replicas(run: Run,
+                                                                 tmp_path: Path) -> None:
+    code, out, err = run("rbac", "-r", "rules.d")
+    assert code == 0, err
+    _cluster_role, role = yaml.safe_load_all(out)
+    assert role["kind"] == "Role"
+    assert "namespace" not in role["metadata"]          # for kubectl apply -n NAMESPACE
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update", "delete", "list"]}]
+    cfg = write(tmp_path / "c.yaml", "deduplication: {lease_namespace: falco}\n")
+    _cluster_role, role = yaml.safe_load_all(run("rbac", "-r", "rules.d", "-c", cfg)[1])
+    assert role["metadata"]["namespace"] == "falco"
+    for section in ("{leader_election: false}", "{time_window_seconds: 0}"):
+        cfg = write(tmp_path / "c.yaml", f"deduplication: {section}\n")
+        assert len(list(yaml.safe_load_all(run("rbac", "-r", "rules.d", "-c", cfg)[1]))) == 1
 
 
 def test_rbac_with_invalid_rules_exits_1(run: Run, tmp_path: Path) -> None:

@@ -236,3 +236,16 @@ def test_lease_settings_defaults() -> None:
     dd = config.load(None, env={}).deduplication
     assert (dd.leader_election, dd.lease_name, dd.lease_namespace, dd.timeout_seconds) == (
         True, "falco-talon", "", 2.0)
+
+
+def test_the_lease_role_grants_exactly_what_dedup_calls(kube_api: FakeKubeAPI, api: Any) -> None:
+    from talon.render import LEASE_VERBS
+    from tests.fakes import kube_rbac
+
+    assert backend(api).first_seen(KEY, 1) is True
+    assert backend(api, identity="b").first_seen(KEY, 1) is False
+    assert backend(api, identity="c", skew=2).first_seen(KEY, 1) is True
+    stored_lease(kube_api, "old", time.time() - 60)
+    assert LeaseSweeper(api, NS).sweep() == 1
+    assert kube_rbac.needed(kube_api.requests) == {
+        ("coordination.k8s.io", "leases", verb) for verb in LEASE_VERBS}

@@ -41,7 +41,7 @@ def test_metadata(name: str) -> None:
         assert callable(plugin.run) and info.params is None
         assert info.requires == ("kubernetes",)
         assert info.permissions == (
-            Permission(("",), ("events",), ("get", "update", "patch", "create")),
+            Permission(("",), ("events",), ("create",)),
             Permission(("",), ("pods",), ("get",)))
         return
     assert callable(plugin.run)
