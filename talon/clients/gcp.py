@@ -225,10 +225,19 @@ class Gcp:
 
     def upload(self, bucket: str, key: str, data: bytes, content_type: str,
                timeout: float) -> None:
-        """Create (or replace) the object `key` of `bucket` with exactly `data`."""
+        """Create (or replace) the object `key` of `bucket` with exactly `data`.
+
+        Each request may take `timeout` seconds; transient failures (connection errors,
+        429, 5xx) are retried for at most the client's own `timeout`.
+        """
         try:
-            blob = self._storage().bucket(bucket).blob(key)
-            blob.upload_from_string(data, content_type=content_type, timeout=timeout)
+            storage = self._storage()
+            from google.cloud.storage.retry import DEFAULT_RETRY
+
+            retry = DEFAULT_RETRY.with_timeout(min(timeout, self.timeout))
+            blob = storage.bucket(bucket).blob(key)
+            blob.upload_from_string(data, content_type=content_type, timeout=timeout,
+                                    retry=retry)
         except _call_errors() as exc:
             raise GcpError(_reason(exc)) from exc
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from talon.clients.gcp import GcpError
-from talon.outputs import local
 from talon.plugin import (
     Artifact,
     OutputContext,
@@ -78,6 +77,10 @@ def object_prefix(prefix: str) -> str:
         example=EXAMPLE)
 def gcs(ctx: OutputContext, artifact: Artifact) -> Result:
     """Upload the artifact as `<prefix>/<name>` into the bucket."""
+    # Imported here, not at the top, so that talon/outputs/__init__.py alone decides the
+    # order in which outputs register (and are listed).
+    from talon.outputs import local
+
     p: GcsParams = ctx.params
     prefix = object_prefix(p.prefix)
     key = prefix + local.file_name(artifact.name, ctx.objects, datetime.now(UTC))

@@ -215,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _any
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -242,7 +242,8 @@ def gcp_api() -> Iterator[FakeGcp]:
     fake = FakeGcp()
     server = _Server(fake)
     fake.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-gcp", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-gcp",
+                              daemon=True)
     thread.start()
     try:
         yield fake
