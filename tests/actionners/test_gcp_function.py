@@ -247,3 +247,18 @@ def test_parameters_refuse_slashes(field: str, value: str) -> None:
     _, problems = params.coerce(gcp.FunctionParams, values)
     assert [(p.field, p.message) for p in problems] == [
         (field, f"parameter '{field}' can't contain '/'")]
+
+
+def test_metadata_names_the_permissions_used() -> None:
+    from talon.outputs import gcp as gcs_output
+    from talon.registry import REGISTRY
+
+    function = REGISTRY.get("actionner", "gcp:function")
+    assert function.run is gcp.function
+    for permission in ("cloudfunctions.functions.get", "run.routes.invoke",
+                       "roles/run.invoker"):
+        assert permission in function.info.cloud_permissions
+    assert function.info.requires == ("google.auth", "requests")
+    store = REGISTRY.get("output", "gcp:gcs")
+    assert store.run is gcs_output.gcs
+    assert store.info.cloud_permissions.startswith("storage.objects.create")
