@@ -233,7 +233,7 @@ def test_required_fields_and_requires(fullname: str) -> None:
         "aws:lambda": (), "gcp:function": (),
     }
     assert info.required_fields == fields.get(fullname, pod)
-    requires = {"aws:lambda": ("boto3",), "gcp:function": ("google.auth",)}
+    requires = {"aws:lambda": ("boto3",), "gcp:function": ("google.auth", "requests")}
     assert info.requires == requires.get(fullname, ("kubernetes",))
     if fullname in ("aws:lambda", "gcp:function"):
         assert info.permissions == ()

@@ -34,3 +34,10 @@ class Clients:
 
         return self._get("kube", lambda: kube.connect(self.settings.kubeconfig,
                                                       timeout=self.timeout))
+
+    def gcp(self) -> Any:
+        """The Google Cloud client (`talon.clients.gcp.Gcp`), from the `gcp` settings."""
+        from talon.clients import gcp
+
+        return self._get("gcp", lambda: gcp.connect(self.settings.gcp.credentials_path,
+                                                    timeout=self.timeout))

@@ -1,25 +1,37 @@
 """gcp:gcs: store artifacts as objects of a Google Cloud Storage bucket.
 
-Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
-there is no run function in this build: storing to it fails with "not available in this
-build". Bucket names are checked loosely; unlike S3, GCS allows '_', and up to 222
-characters when the name has dots.
+Layer L2 (plug-in): imports talon.plugin, talon.clients and its own package; the storage
+SDK is used only through `ctx.clients.gcp()`. The object is named
+`<prefix>/<UTC time>_<namespace>_<pod>_<artifact name>` (the name part built as
+local:file builds its file names; the prefix trimmed of `/` at both ends, and no `/` at
+all when it is empty) and holds the artifact's bytes exactly. A failed upload (missing
+bucket, refused credentials, unreachable endpoint, timeout) is a failure naming the
+bucket and the key, never a silent success. Bucket names are checked loosely; unlike S3,
+GCS allows '_', and up to 222 characters when the name has dots.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from talon.plugin import ParamValueError, declare
+from talon.clients.gcp import GcpError
+from talon.plugin import (
+    Artifact,
+    OutputContext,
+    OutputError,
+    ParamValueError,
+    Result,
+    output,
+)
 
 _BUCKET = re.compile(r"[a-z0-9._-]{3,222}")
 
 CLOUD_PERMISSIONS = """\
-storage.objects.create
-storage.objects.get
-storage.objects.list
-storage.objects.update
+storage.objects.create  write the objects (roles/storage.objectCreator on the bucket)
+storage.objects.delete  only to replace an object of the same name (roles/storage.objectUser)
 """
 
 
@@ -53,8 +65,36 @@ EXAMPLE = """\
       prefix: files
 """
 
-declare(
-    "output", "gcp", "gcs", params=GcsParams,
-    description="Store on Google Cloud Storage",
-    requires=("google.cloud.storage",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE,
-)
+
+def object_prefix(prefix: str) -> str:
+    """`files/` for `files`, `/files/` or `files/`; empty for an empty prefix."""
+    trimmed = prefix.strip("/")
+    return f"{trimmed}/" if trimmed else ""
+
+
+@output("gcp", "gcs", params=GcsParams, description="Store on Google Cloud Storage",
+        requires=("google.cloud.storage",), cloud_permissions=CLOUD_PERMISSIONS,
+        example=EXAMPLE)
+def gcs(ctx: OutputContext, artifact: Artifact) -> Result:
+    """Upload the artifact as `<prefix>/<name>` into the bucket."""
+    # Imported here, not at the top, so that talon/outputs/__init__.py alone decides the
+    # order in which outputs register (and are listed).
+    from talon.outputs import local
+
+    p: GcsParams = ctx.params
+    prefix = object_prefix(p.prefix)
+    key = prefix + local.file_name(artifact.name, ctx.objects, datetime.now(UTC))
+    location = f"gs://{p.bucket}/{key}"
+    timeout = ctx.deadline - time.monotonic()
+    if timeout <= 0:
+        raise OutputError(f"no time left to upload '{location}'")
+    try:
+        ctx.clients.gcp().upload(p.bucket, key, artifact.data, artifact.content_type, timeout)
+    except GcpError as exc:
+        raise OutputError(f"the key '{key}' could not be uploaded to the bucket "
+                          f"'{p.bucket}': {exc}") from exc
+    return Result(
+        output=f"the file '{artifact.name}' has been uploaded as the key '{key}' "
+               f"to the bucket '{p.bucket}'",
+        objects={"file": artifact.name, "bucket": p.bucket, "prefix": prefix, "key": key,
+                 "location": location})
