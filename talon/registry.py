@@ -8,6 +8,7 @@ params dataclass named in the metadata *is* the parameter schema (see `talon.par
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,3 +175,54 @@ def declare(
     info = PluginInfo(kind=kind, category=category, name=name, **meta)
     (registry or REGISTRY).add(Plugin(info, None, ()))
     return info
+
+
+def _finder(location: str) -> Any:
+    """The import finder for one path entry (the one the import system would use)."""
+    found = sys.path_importer_cache.get(location)
+    if found is not None:
+        return found
+    for hook in sys.path_hooks:
+        try:
+            return hook(location)
+        except ImportError:
+            continue
+    return None
+
+
+def _find(fullname: str, locations: list[str]) -> tuple[bool, list[str] | None]:
+    """(found, its package locations, None for a plain module) of `fullname` on
+    `locations`; namespace portions are gathered the way the import system does."""
+    portions: list[str] = []
+    for location in locations:
+        finder = _finder(location or ".")
+        spec = finder.find_spec(fullname) if finder is not None else None
+        if spec is None:
+            continue
+        if spec.loader is not None:
+            found = spec.submodule_search_locations
+            return True, None if found is None else list(found)
+        portions += list(spec.submodule_search_locations or ())
+    return bool(portions), portions
+
+
+def module_available(name: str) -> bool:
+    """Whether module `name` (dotted) could be imported, found without importing it or its
+    parents, so that `rules check` stays free of SDK imports."""
+    if name in sys.modules:
+        return True
+    locations = list(sys.path)
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        found, package = _find(".".join(parts[:depth]), locations)
+        if not found:
+            return False
+        if package is None:
+            return depth == len(parts)
+        locations = package
+    return True
+
+
+def missing_modules(info: PluginInfo) -> list[str]:
+    """The SDK modules `info.requires` names that are not installed."""
+    return [name for name in info.requires if not module_available(name)]

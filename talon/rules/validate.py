@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from talon import params as params_mod
+from talon import registry as registry_mod
 from talon.errors import Problem
 from talon.models import freeze
 from talon.registry import Registry
@@ -32,6 +33,8 @@ class _Ctx:
     rule: str = ""
     action: str = ""
     severity_cap: str = "error"
+    missing_sdks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Plug-in fullname → the SDK modules it needs that are not installed (memo)."""
 
     def add(self, message: str, field: str = "", *, severity: str = "error",
             line: int | None = None) -> None:
@@ -166,6 +169,7 @@ def _output(data: Any, plugin_info: Any, ctx: _Ctx) -> OutputSpec | None:
         ctx.add(f"unknown output target '{target}'{tip}", "output.target")
         return OutputSpec(target=target, parameters=freeze(raw or {}))
     info = ctx.registry.get("output", target).info
+    _sdk(info, ctx, "output.target")
     params = _coerce(info.params, raw or {}, ctx, "output.parameters.")
     return OutputSpec(target=target, parameters=freeze(raw or {}), params=params)
 
@@ -176,6 +180,8 @@ def _contexts(data: Mapping[str, Any], info: Any, ctx: _Ctx) -> tuple[str, ...]:
         if not ctx.registry.has("context", name):
             known = ", ".join(ctx.registry.names("context"))
             ctx.add(f"unknown context '{name}' (known: {known})", "additional_contexts")
+        else:
+            _sdk(ctx.registry.get("context", name).info, ctx, "additional_contexts")
     if names and info is not None and not info.use_context:
         ctx.add(f"{info.fullname} does not use contexts: additional_contexts are ignored",
                 "additional_contexts", severity="warning")
@@ -204,6 +210,7 @@ def _action(data: Any, ctx: _Ctx) -> Action | None:
         ctx.add(f"unknown actionner '{fullname}'{tip}", "actionner")
     else:
         info = ctx.registry.get("actionner", fullname).info
+        _sdk(info, ctx, "actionner")
     raw, params = _parameters(data.get("parameters"), info, ctx)
     return Action(
         name=ctx.action, actionner=fullname, description=_str(data, "description", ctx),
@@ -223,7 +230,20 @@ def _notifiers(data: Mapping[str, Any], ctx: _Ctx) -> tuple[str, ...]:
                 ctx.registry, name):
             ctx.add(f"notifier '{name}' is not configured: add notifiers.{name} to the "
                     "configuration", "notifiers")
+        else:
+            _sdk(ctx.registry.get("notifier", name).info, ctx, "notifiers")
     return names
+
+
+def _sdk(info: Any, ctx: _Ctx, field: str) -> None:
+    """Warn when the plug-in's SDK is not installed: the rule is valid, running it fails."""
+    key = f"{info.kind}:{info.fullname}"
+    if key not in ctx.missing_sdks:
+        ctx.missing_sdks[key] = registry_mod.missing_modules(info)
+    for name in ctx.missing_sdks[key]:
+        ctx.add(f"{info.fullname} needs the Python module '{name}', which is not installed "
+                "here: running it will fail (pip install -r requirements.txt)", field,
+                severity="warning")
 
 
 def _needs_settings(registry: Registry, name: str) -> bool:
