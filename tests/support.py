@@ -70,10 +70,12 @@ Launch = Callable[..., Server]
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Launch]:
-    """`start(rules_yaml, config_yaml="", *extra_args)` → a running Server."""
+    """`start(rules_yaml, config_yaml="", *extra_args, env={...})` → a running Server
+    (`env` is added to the server's environment)."""
     procs: list[subprocess.Popen[str]] = []
 
-    def launch(rules: str | None, config: str = "", *args: str) -> Server:
+    def launch(rules: str | None, config: str = "", *args: str,
+               env: dict[str, str] | None = None) -> Server:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(textwrap.dedent(f"""
             listen_address: 127.0.0.1
@@ -88,10 +90,12 @@ def start(tmp_path: Path) -> Iterator[Launch]:
             path.write_text(textwrap.dedent(rules))
             cmd += ["-r", str(path)]
         log = tmp_path / f"server{len(procs)}.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "KUBECONFIG")}
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("NOTIFY_SOCKET", "KUBECONFIG")}
+        environ.update(env or {})
         with log.open("w") as fh:
             proc = subprocess.Popen([*cmd, *args], cwd=ROOT, stdout=fh,
-                                    stderr=subprocess.STDOUT, text=True, env=env)
+                                    stderr=subprocess.STDOUT, text=True, env=environ)
         procs.append(proc)
         return Server(proc, log)
 

@@ -47,7 +47,8 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.contexts", "talon.contexts.aws", "talon.contexts.k8snode",
     ),
     1: (
-        "talon.plugin", "talon.clients", "talon.clients.kube", "talon.rules.loader",
+        "talon.plugin", "talon.clients", "talon.clients.aws", "talon.clients.kube",
+        "talon.clients.minio", "talon.rules.loader",
         "talon.rules.model", "talon.rules.matching", "talon.config", "talon.configschema",
         "talon.metrics", "talon.log", "talon.context", "talon.yamlio", "talon.sdnotify",
         "talon.httphead", "talon.httpconn",

@@ -1,17 +1,26 @@
 """aws:s3: store artifacts as objects of an AWS S3 bucket.
 
-Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
-there is no run function in this build: storing to it fails with "not available in this
-build". Bucket names are checked loosely (length and characters), enough to catch a typo
-or a path given as a bucket; `check_bucket` is shared with minio:s3.
+Layer L2 (plug-in). The object key is `<prefix>/<name>`, where the prefix loses its
+leading and trailing `/` (an empty prefix gives no leading `/`, unlike the Go version) and
+the name is local:file's (`<UTC time>_<namespace>_<pod>_<artifact name>`, every `/` turned
+into `_`). The artifact's bytes are uploaded as they are (PutObject); an upload error is a
+failure naming the bucket and the key, and the object's `s3://bucket/key` location is in
+the output text and the objects. Bucket names are checked loosely (length and characters),
+enough to catch a typo or a path given as a bucket; `check_bucket` and `object_key` are
+shared with minio:s3. Credentials and endpoint: talon.clients.aws.
 """
 
 from __future__ import annotations
 
+import pathlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from talon.plugin import ParamValueError, declare
+from talon.clients import aws
+from talon.outputs import local
+from talon.plugin import Artifact, OutputContext, OutputError, ParamValueError, Result, output
 
 _BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
 
@@ -22,11 +31,13 @@ CLOUD_PERMISSIONS = """\
     {
       "Sid": "AllowPutArtifacts",
       "Effect": "Allow",
-      "Action": ["s3:PutObject", "s3:PutObjectAcl"],
-      "Resource": ["arn:aws:s3:::<bucket>/", "arn:aws:s3:::<bucket>/*"]
+      "Action": "s3:PutObject",
+      "Resource": "arn:aws:s3:::<bucket>/*"
     }
   ]
 }
+With aws.role_arn set, the credentials Talon starts with also need "sts:AssumeRole" on
+that role (and the role the action above).
 """
 
 
@@ -64,8 +75,38 @@ EXAMPLE = """\
       region: eu-west-1
 """
 
-declare(
-    "output", "aws", "s3", params=S3Params,
-    description="Store on AWS S3",
-    requires=("boto3",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE,
-)
+def object_key(prefix: str, artifact_name: str, objects: Mapping[str, str],
+               now: datetime) -> str:
+    """`<prefix>/<local:file name>`, the prefix without leading or trailing `/`."""
+    name = local.file_name(artifact_name, objects, now)
+    prefix = prefix.strip("/")
+    return f"{prefix}/{name}" if prefix else name
+
+
+def stored(artifact: Artifact, *, bucket: str, prefix: str, key: str, location: str,
+           **extra: str) -> Result:
+    """The Result of an upload: text and objects naming the bucket, key and location."""
+    base = local.segment(pathlib.PurePosixPath(artifact.name).name or artifact.name)
+    return Result(
+        output=f"the file '{base}' has been uploaded as the key '{key}' to the bucket "
+               f"'{bucket}' ({location})",
+        objects={"file": artifact.name, "bucket": bucket, "prefix": prefix, "key": key,
+                 "location": location, **extra})
+
+
+@output("aws", "s3", params=S3Params, description="Store on AWS S3",
+        requires=("boto3",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE)
+def s3(ctx: OutputContext, artifact: Artifact) -> Result:
+    """Upload the artifact to `bucket` under `prefix` with PutObject."""
+    p: S3Params = ctx.params
+    key = object_key(p.prefix, artifact.name, ctx.objects, datetime.now(UTC))
+    client = ctx.clients.aws().client("s3", region=p.region)
+    try:
+        client.put_object(Bucket=p.bucket, Key=key, Body=artifact.data,
+                          ContentType=artifact.content_type)
+    except Exception as exc:
+        raise OutputError(f"the key '{key}' could not be uploaded to the bucket "
+                          f"'{p.bucket}': {aws.error_text(exc)}") from exc
+    region = p.region or str(client.meta.region_name or "")
+    return stored(artifact, bucket=p.bucket, prefix=p.prefix, key=key,
+                  location=f"s3://{p.bucket}/{key}", region=region)

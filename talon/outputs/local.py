@@ -63,7 +63,7 @@ EXAMPLE = """\
 """
 
 
-def _segment(text: str) -> str:
+def segment(text: str) -> str:
     """One piece of the file name: no `/`, no control character; a NUL is refused."""
     if "\x00" in text:
         raise OutputError("the artifact name or an object value contains a NUL character")
@@ -89,7 +89,7 @@ def file_name(artifact_name: str, objects: Mapping[str, str], now: datetime) -> 
         parts = [objects["hostname"]]
     else:
         parts = [str(v) for k, v in sorted(objects.items()) if k != "file"]
-    return _shorten("_".join(_segment(p) for p in [ts, *parts, artifact_name]))
+    return _shorten("_".join(segment(p) for p in [ts, *parts, artifact_name]))
 
 
 def _folder(destination: str) -> pathlib.Path:
@@ -136,5 +136,5 @@ def file(ctx: OutputContext, artifact: Artifact) -> Result:
         raise OutputError(f"the file '{name}' could not be written to '{folder}': "
                           f"{exc.strerror or exc}") from exc
     base = pathlib.PurePosixPath(artifact.name).name or artifact.name
-    return Result(output=f"the file '{_segment(base)}' has been copied to '{path}'",
+    return Result(output=f"the file '{segment(base)}' has been copied to '{path}'",
                   objects={"file": artifact.name, "destination": str(path)})
