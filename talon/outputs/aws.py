@@ -3,11 +3,12 @@
 Layer L2 (plug-in). The object key is `<prefix>/<name>`, where the prefix loses its
 leading and trailing `/` (an empty prefix gives no leading `/`, unlike the Go version) and
 the name is local:file's (`<UTC time>_<namespace>_<pod>_<artifact name>`, every `/` turned
-into `_`). The artifact's bytes are uploaded as they are (PutObject); an upload error is a
-failure naming the bucket and the key, and the object's `s3://bucket/key` location is in
-the output text and the objects. Bucket names are checked loosely (length and characters),
-enough to catch a typo or a path given as a bucket; `check_bucket` and `object_key` are
-shared with minio:s3. Credentials and endpoint: talon.clients.aws.
+into `_`; talon.outputs._naming). The artifact's bytes are uploaded as they are
+(PutObject); an upload error is a failure naming the bucket and the key, and the object's
+`s3://bucket/key` location is in the output text and the objects. Bucket names are checked
+loosely (length and characters), enough to catch a typo or a path given as a bucket;
+`check_bucket`, `object_key` and `stored` are shared with minio:s3. Credentials and
+endpoint: talon.clients.aws.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from talon.clients import aws
-from talon.outputs import local
+from talon.outputs import _naming
 from talon.plugin import Artifact, OutputContext, OutputError, ParamValueError, Result, output
 
 _BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
@@ -78,7 +79,7 @@ EXAMPLE = """\
 def object_key(prefix: str, artifact_name: str, objects: Mapping[str, str],
                now: datetime) -> str:
     """`<prefix>/<local:file name>`, the prefix without leading or trailing `/`."""
-    name = local.file_name(artifact_name, objects, now)
+    name = _naming.file_name(artifact_name, objects, now)
     prefix = prefix.strip("/")
     return f"{prefix}/{name}" if prefix else name
 
@@ -86,7 +87,7 @@ def object_key(prefix: str, artifact_name: str, objects: Mapping[str, str],
 def stored(artifact: Artifact, *, bucket: str, prefix: str, key: str, location: str,
            **extra: str) -> Result:
     """The Result of an upload: text and objects naming the bucket, key and location."""
-    base = local.segment(pathlib.PurePosixPath(artifact.name).name or artifact.name)
+    base = _naming.segment(pathlib.PurePosixPath(artifact.name).name or artifact.name)
     return Result(
         output=f"the file '{base}' has been uploaded as the key '{key}' to the bucket "
                f"'{bucket}' ({location})",
