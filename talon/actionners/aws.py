@@ -41,7 +41,7 @@ CLOUD_PERMISSIONS = """\
   ]
 }
 With aws.role_arn set, the credentials Talon starts with also need "sts:AssumeRole" on
-that role (and the role the actions above).
+that role, and the role needs the actions above.
 """
 
 @dataclass(frozen=True, slots=True, kw_only=True)

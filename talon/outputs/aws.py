@@ -38,7 +38,7 @@ CLOUD_PERMISSIONS = """\
   ]
 }
 With aws.role_arn set, the credentials Talon starts with also need "sts:AssumeRole" on
-that role (and the role the action above).
+that role, and the role needs the action above.
 """
 
 

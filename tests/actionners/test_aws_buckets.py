@@ -9,7 +9,8 @@ Behaviours covered:
 - failures name the bucket and the key: a missing bucket, wrong credentials (moto with
   credential checks on), an unreachable endpoint, MinIO without an endpoint; the next
   event is still processed;
-- static aws.access_key/secret_key are the keys used (moto refuses any other then);
+- static aws.access_key/secret_key are the keys used (moto refuses any other then); an
+  assumed role's credentials are renewed when close to expiry, reused otherwise;
 - end to end: the server subprocess stores an artifact in S3 through AWS_ENDPOINT_URL.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from talon.clients import aws as aws_client
 from tests.actionners.cloud import DATA, Cloud, cloud, event, yaml
 from tests.actionners.conftest import Acted
 from tests.fakes.aws import REGION, Moto, aws_env, moto, sdk_env
@@ -142,6 +144,21 @@ def test_s3_role_arn_uploads_with_the_role(aws_env: Moto, cloud: Cloud) -> None:
     assert output_note(acted).status == "success"
     assert aws_env.assumed_roles()[before:] == [(role, "talon", "")]
     assert list(aws_env.objects(bucket).values()) == [DATA]
+
+
+def test_s3_role_credentials_are_refreshed_before_expiry(
+        aws_env: Moto, cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials valid 15 minutes are within botocore's refresh window: each upload
+    assumes the role again (with an hour, as configured, one AssumeRole serves both)."""
+    bucket = aws_env.bucket("s3-refresh")
+    role = aws_env.role("talon-writer")
+    for seconds, calls in ((900, 2), (3600, 1)):
+        monkeypatch.setattr(aws_client, "ROLE_SECONDS", seconds)
+        before = len(aws_env.assumed_roles())
+        acted = cloud(rules("aws:s3", bucket), event(), event(pod="web-2"),
+                      aws__role_arn=role)
+        assert [n.status for n in acted.notes if n.message == "output"] == ["success"] * 2
+        assert len(aws_env.assumed_roles()) - before == calls
 
 
 def test_s3_unreachable_endpoint(aws_env: Moto, cloud: Cloud,
