@@ -284,7 +284,7 @@ def test_contexts_describe_their_keys() -> None:
     aws_info = REGISTRY.get("context", "aws").info
     node_info = REGISTRY.get("context", "k8snode").info
     assert aws_context.KEYS == ("aws.instance_profile_arn", "aws.instance_profile_id",
-                                "aws.region")
+                                "aws.region", "aws.instance_id", "aws.availability_zone")
     assert k8snode.KEYS == ("node.hostname", "node.instancetype", "node.role",
                             "node.topology.region", "node.topology.zone",
                             "node.spec.providerid")

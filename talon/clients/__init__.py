@@ -2,7 +2,9 @@
 
 Layer L1. `Clients(settings)` builds nothing until a plug-in asks: `clients.kube()` loads
 the Kubernetes configuration on first use (under a lock) and returns the same client
-afterwards. SDKs are imported inside the builders, never at module level.
+afterwards; `aws()` (boto3 session and clients), `imds()` (the instance metadata reader and
+its cache) and `minio()` alike. SDKs are imported inside the builders, never at module
+level.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ class Clients:
                 self._built[name] = build()
             return self._built[name]
 
+    def close(self) -> None:
+        """Close the connections of the AWS and MinIO clients built so far."""
+        with self._lock:
+            built = [self._built.pop(n) for n in ("aws", "minio") if n in self._built]
+        for client in built:
+            client.close()
+
     def kube(self) -> Any:
         """The Kubernetes client (`talon.clients.kube.Kube`)."""
         from talon.clients import kube
@@ -41,3 +50,22 @@ class Clients:
 
         return self._get("gcp", lambda: gcp.connect(self.settings.gcp.credentials_path,
                                                     timeout=self.timeout))
+
+    def aws(self) -> Any:
+        """The AWS session and clients (`talon.clients.aws.Aws`)."""
+        from talon.clients import aws
+
+        return self._get("aws", lambda: aws.Aws(self.settings.aws, timeout=self.timeout))
+
+    def imds(self) -> Any:
+        """The EC2 instance metadata reader (`talon.clients.aws.Imds`), with its cache."""
+        from talon.clients import aws
+
+        return self._get("imds", lambda: aws.Imds(timeout=min(self.timeout, 2.0)))
+
+    def minio(self) -> Any:
+        """The MinIO client (`talon.clients.minio.MinioClient`)."""
+        from talon.clients import minio
+
+        return self._get("minio", lambda: minio.connect(self.settings.minio,
+                                                        timeout=self.timeout))

@@ -1,17 +1,25 @@
 """aws:s3: store artifacts as objects of an AWS S3 bucket.
 
-Layer L2 (plug-in). Declared only (metadata and params, so `rules check` validates it);
-there is no run function in this build: storing to it fails with "not available in this
-build". Bucket names are checked loosely (length and characters), enough to catch a typo
-or a path given as a bucket; `check_bucket` is shared with minio:s3.
+Layer L2 (plug-in). The object key is `<prefix>/<name>`, where the prefix loses its
+leading and trailing `/` (an empty prefix gives no leading `/`, unlike the Go version) and
+the name is local:file's (`<UTC time>_<namespace>_<pod>_<artifact name>`, every `/` turned
+into `_`; talon.outputs._naming). The artifact's bytes are uploaded as they are
+(PutObject); an upload error is a failure naming the bucket and the key, and the object's
+`s3://bucket/key` location is in the output text and the objects. Bucket names are checked
+loosely (length and characters), enough to catch a typo or a path given as a bucket;
+`check_bucket` is shared with minio:s3; object keys and results are `_naming`'s. Credentials and
+endpoint: talon.clients.aws.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from talon.plugin import ParamValueError, declare
+from talon.clients import aws
+from talon.outputs import _naming
+from talon.plugin import Artifact, OutputContext, OutputError, ParamValueError, Result, output
 
 _BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
 
@@ -22,11 +30,13 @@ CLOUD_PERMISSIONS = """\
     {
       "Sid": "AllowPutArtifacts",
       "Effect": "Allow",
-      "Action": ["s3:PutObject", "s3:PutObjectAcl"],
-      "Resource": ["arn:aws:s3:::<bucket>/", "arn:aws:s3:::<bucket>/*"]
+      "Action": "s3:PutObject",
+      "Resource": "arn:aws:s3:::<bucket>/*"
     }
   ]
 }
+With aws.role_arn set, the credentials Talon starts with also need "sts:AssumeRole" on
+that role, and the role needs the action above.
 """
 
 
@@ -64,8 +74,19 @@ EXAMPLE = """\
       region: eu-west-1
 """
 
-declare(
-    "output", "aws", "s3", params=S3Params,
-    description="Store on AWS S3",
-    requires=("boto3",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE,
-)
+@output("aws", "s3", params=S3Params, description="Store on AWS S3",
+        requires=("boto3",), cloud_permissions=CLOUD_PERMISSIONS, example=EXAMPLE)
+def s3(ctx: OutputContext, artifact: Artifact) -> Result:
+    """Upload the artifact to `bucket` under `prefix` with PutObject."""
+    p: S3Params = ctx.params
+    key = _naming.object_key(p.prefix, artifact.name, ctx.objects, datetime.now(UTC))
+    client = ctx.clients.aws().client("s3", region=p.region)
+    try:
+        client.put_object(Bucket=p.bucket, Key=key, Body=artifact.data,
+                          ContentType=artifact.content_type)
+    except Exception as exc:
+        raise OutputError(f"the key '{key}' could not be uploaded to the bucket "
+                          f"'{p.bucket}': {aws.error_text(exc)}") from exc
+    region = p.region or str(client.meta.region_name or "")
+    return _naming.stored(artifact, bucket=p.bucket, prefix=p.prefix, key=key,
+                  location=f"s3://{p.bucket}/{key}", region=region)

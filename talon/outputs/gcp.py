@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from talon.clients.gcp import GcpError
+from talon.outputs import _naming
 from talon.plugin import (
     Artifact,
     OutputContext,
@@ -66,24 +67,13 @@ EXAMPLE = """\
 """
 
 
-def object_prefix(prefix: str) -> str:
-    """`files/` for `files`, `/files/` or `files/`; empty for an empty prefix."""
-    trimmed = prefix.strip("/")
-    return f"{trimmed}/" if trimmed else ""
-
-
 @output("gcp", "gcs", params=GcsParams, description="Store on Google Cloud Storage",
         requires=("google.cloud.storage",), cloud_permissions=CLOUD_PERMISSIONS,
         example=EXAMPLE)
 def gcs(ctx: OutputContext, artifact: Artifact) -> Result:
     """Upload the artifact as `<prefix>/<name>` into the bucket."""
-    # Imported here, not at the top, so that talon/outputs/__init__.py alone decides the
-    # order in which outputs register (and are listed).
-    from talon.outputs import local
-
     p: GcsParams = ctx.params
-    prefix = object_prefix(p.prefix)
-    key = prefix + local.file_name(artifact.name, ctx.objects, datetime.now(UTC))
+    key = _naming.object_key(p.prefix, artifact.name, ctx.objects, datetime.now(UTC))
     location = f"gs://{p.bucket}/{key}"
     timeout = ctx.deadline - time.monotonic()
     if timeout <= 0:
@@ -93,8 +83,5 @@ def gcs(ctx: OutputContext, artifact: Artifact) -> Result:
     except GcpError as exc:
         raise OutputError(f"the key '{key}' could not be uploaded to the bucket "
                           f"'{p.bucket}': {exc}") from exc
-    return Result(
-        output=f"the file '{artifact.name}' has been uploaded as the key '{key}' "
-               f"to the bucket '{p.bucket}'",
-        objects={"file": artifact.name, "bucket": p.bucket, "prefix": prefix, "key": key,
-                 "location": location})
+    return _naming.stored(artifact, bucket=p.bucket, prefix=p.prefix, key=key,
+                          location=location)

@@ -13,15 +13,13 @@ hash, so it stays unique) and the resolved path is checked once more. The write 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
-import re
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from talon.outputs._naming import file_name, segment
 from talon.plugin import (
     Artifact,
     CheckFailedError,
@@ -31,10 +29,6 @@ from talon.plugin import (
     Result,
     output,
 )
-
-NAME_MAX = 255
-"""Longest file name (bytes) on Linux filesystems."""
-_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,35 +55,6 @@ EXAMPLE = """\
     parameters:
       destination: /var/logs/falco-talon/
 """
-
-
-def _segment(text: str) -> str:
-    """One piece of the file name: no `/`, no control character; a NUL is refused."""
-    if "\x00" in text:
-        raise OutputError("the artifact name or an object value contains a NUL character")
-    return _CONTROL.sub("_", text.replace("/", "_"))
-
-
-def _shorten(name: str) -> str:
-    """`name` within NAME_MAX bytes; a shortened name ends with a hash of the full one."""
-    raw = name.encode()
-    if len(raw) <= NAME_MAX:
-        return name
-    digest = hashlib.sha256(raw).hexdigest()[:12]
-    keep = raw[:NAME_MAX - len(digest) - 1].decode("utf-8", "ignore")
-    return f"{keep}_{digest}"
-
-
-def file_name(artifact_name: str, objects: Mapping[str, str], now: datetime) -> str:
-    """`<ts>_<namespace>_<pod>_<name>`, `<ts>_<hostname>_<name>` or `<ts>_<values…>_<name>`."""
-    ts = now.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-    if objects.get("namespace") and objects.get("pod"):
-        parts = [objects["namespace"], objects["pod"]]
-    elif objects.get("hostname"):
-        parts = [objects["hostname"]]
-    else:
-        parts = [str(v) for k, v in sorted(objects.items()) if k != "file"]
-    return _shorten("_".join(_segment(p) for p in [ts, *parts, artifact_name]))
 
 
 def _folder(destination: str) -> pathlib.Path:
@@ -136,5 +101,5 @@ def file(ctx: OutputContext, artifact: Artifact) -> Result:
         raise OutputError(f"the file '{name}' could not be written to '{folder}': "
                           f"{exc.strerror or exc}") from exc
     base = pathlib.PurePosixPath(artifact.name).name or artifact.name
-    return Result(output=f"the file '{_segment(base)}' has been copied to '{path}'",
+    return Result(output=f"the file '{segment(base)}' has been copied to '{path}'",
                   objects={"file": artifact.name, "destination": str(path)})

@@ -161,9 +161,9 @@ def test_object_name_and_exact_bytes(emulator: str, store: Callable[..., Notific
     assert note.status == "success", note.error
     assert objects_in() == {key: (bytes(range(256)) * 4, "text/plain")}
     assert note.result == (f"the file 'log' has been uploaded as the key '{key}' "
-                           f"to the bucket '{BUCKET}'")
+                           f"to the bucket '{BUCKET}' (gs://{BUCKET}/{key})")
     assert dict(note.objects) == {"file": "log", "bucket": BUCKET, "key": key,
-                                  "prefix": key.rpartition("/")[0] + "/" if "/" in key else "",
+                                  "prefix": prefix or "",
                                   "location": f"gs://{BUCKET}/{key}"}
 
 

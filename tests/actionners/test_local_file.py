@@ -11,7 +11,6 @@ Behaviours covered:
   a NUL is refused; a symlink planted under the file's name is replaced, never followed;
 - the folder must exist and is never created (`folder '<d>' does not exist`); a relative
   destination is refused when the rules load; a failed write leaves nothing behind;
-- the declared-only bucket outputs (aws:s3, minio:s3) fail, never store silently;
 - end to end through the server with a test actionner loaded as a plug-in.
 """
 
@@ -254,29 +253,6 @@ def test_failed_write_leaves_nothing(store: Callable[..., Stored], folder: Path,
     assert stored.note.error.endswith(f"could not be written to '{folder}': "
                                       f"No space left on device")
     assert stored.files == []
-
-
-@pytest.mark.parametrize("target", ["aws:s3", "minio:s3"])
-def test_bucket_outputs_are_declared_only(registry: Registry, tmp_path: Path,
-                                          target: str) -> None:
-    """aws:s3 and minio:s3 validate their parameters but store nothing yet."""
-    registry.add(REGISTRY.get("output", target))
-    path = tmp_path / "rules.yaml"
-    path.write_text(textwrap.dedent(f"""
-        - rule: R
-          actions:
-            - action: A
-              actionner: t:artifact
-              parameters: {{name: log}}
-              output: {{target: {target}, parameters: {{bucket: falco-talon}}}}
-        """))
-    notes: list[Notification] = []
-    Engine(registry=registry, rules=RuleStore(rules.load([str(path)], registry)),
-           metrics=Metrics(), notify=lambda _n, note: notes.append(note),
-           default_notifiers=("webhook",)).handle(event())
-    (note,) = [n for n in notes if n.message == "output"]
-    assert note.status == "failure"
-    assert note.error == f"output '{target}' is not available in this build"
 
 
 # --- end to end -------------------------------------------------------------------------

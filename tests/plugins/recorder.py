@@ -3,6 +3,7 @@
 `test:record` appends one JSON line per call to the file named by its `file` parameter:
 the rule, action, pod, a wall-clock timestamp and the event's trace id; it can sleep and
 fail on request. `test:store` is an output that writes the artifact into `folder`.
+`test:artifact` makes an artifact (`name`, `data`) for the output given in the rule.
 """
 
 from __future__ import annotations
@@ -36,3 +37,17 @@ def record(ctx) -> Result:  # type: ignore[no-untyped-def]
         raise ActionError("asked to fail")
     return Result(output="recorded", objects={"pod": ctx.event.pod_name()},
                   artifact=Artifact(name="rec.txt", data=b"x"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactParams:
+    name: str
+    data: str = "artifact"
+
+
+@actionner("test", "artifact", params=ArtifactParams, require_output=True,
+           description="make an artifact for the output")
+def artifact(ctx) -> Result:  # type: ignore[no-untyped-def]
+    return Result(output="made", objects={"pod": ctx.event.pod_name(),
+                                          "namespace": ctx.event.namespace()},
+                  artifact=Artifact(name=ctx.params.name, data=ctx.params.data.encode()))
