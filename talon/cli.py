@@ -16,7 +16,7 @@ from typing import Any
 
 from talon import __version__, catalog, config, models, plan, render, rules, suite
 from talon.errors import ConfigError, EventError, Problem, TalonError
-from talon.registry import Permission, Registry
+from talon.registry import Kind, PluginInfo, Registry
 from talon.rules.model import RuleSet
 
 DEFAULT_CONFIG = "/etc/falco-talon/config.yaml"
@@ -192,23 +192,37 @@ def cmd_list(args: argparse.Namespace, settings: config.Settings, registry: Regi
     return 0
 
 
+def _used_plugins(ruleset: RuleSet, settings: config.Settings,
+                  registry: Registry) -> list[PluginInfo]:
+    """Every plug-in the rules use (actionners, outputs, contexts, notifiers), once each."""
+    found: dict[tuple[str, str], PluginInfo] = {}
+
+    def add(kind: Kind, name: str) -> None:
+        if registry.has(kind, name):
+            found.setdefault((kind, name), registry.get(kind, name).info)
+
+    for rule in ruleset.rules:
+        for action in rule.actions:
+            add("actionner", action.actionner)
+            if action.output is not None:
+                add("output", action.output.target)
+            for name in action.additional_contexts:
+                add("context", name)
+        for name in sorted(set(rule.notifiers) | set(settings.default_notifiers)):
+            add("notifier", name)
+    return list(found.values())
+
+
 def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
     ruleset = _load_checked(args, settings, registry)
     if ruleset is None:
         return 1
-    perms: list[Permission] = []
-    for rule in ruleset.rules:
-        for action in rule.actions:
-            perms += registry.get("actionner", action.actionner).info.permissions
-            for name in action.additional_contexts:
-                perms += registry.get("context", name).info.permissions
-        for name in set(rule.notifiers) | set(settings.default_notifiers):
-            if registry.has("notifier", name):
-                perms += registry.get("notifier", name).info.permissions
-    sys.stdout.write(render.cluster_role(perms))
+    used = _used_plugins(ruleset, settings, registry)
+    sys.stdout.write(render.cluster_role(p for info in used for p in info.permissions))
     dd = settings.deduplication
     if dd.leader_election and dd.time_window_seconds > 0:
         sys.stdout.write("---\n" + render.lease_role(dd.lease_namespace))
+    sys.stdout.write(render.cloud_permissions(used))
     return 0
 
 

@@ -253,8 +253,6 @@ class Engine:
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
                  step: plan.Step) -> Result:
         info = plugin.info
-        if plugin.run is None:
-            raise PluginError(f"actionner '{action.actionner}' is not available in this build")
         missing = _missing_fields(event, info.required_fields)
         if missing:
             raise PluginError(f"missing required field(s) in the event: {', '.join(missing)}")
@@ -288,10 +286,7 @@ class Engine:
                                 context=step.context, env=step.env, clients=self.clients,
                                 deadline=time.monotonic() + self.action_timeout)
             try:
-                run = plugin.run
-                if run is None:
-                    raise PluginError(f"context '{name}' is not available in this build")
-                values = self._call(functools.partial(run, ctx), f"context '{name}'",
+                values = self._call(functools.partial(plugin.run, ctx), f"context '{name}'",
                                     event.trace_id)
                 found.update({k: str(v) for k, v in dict(values or {}).items() if v})
             except Exception as exc:
@@ -353,8 +348,6 @@ class Engine:
             if artifact is None or not artifact.data:
                 raise PluginError("empty output")
             out_plugin = self.registry.get("output", target)
-            if out_plugin.run is None:
-                raise PluginError(f"output '{target}' is not available in this build")
             ctx = OutputContext(event=event, rule=rule, action=action, params=spec.params,
                                 objects=result.objects, clients=self.clients,
                                 deadline=time.monotonic() + self.action_timeout)

@@ -56,10 +56,6 @@ def build(names: Iterable[str], configured: Mapping[str, Mapping[str, Any]],
             problems.append(f"notifiers: unknown notifier '{name}'")
             continue
         plugin = registry.get("notifier", name)
-        if plugin.run is None:
-            log.emit(logger, logging.WARNING, "init", notifier=name,
-                     error="this notifier is not available in this build; skipped")
-            continue
         raw = configured.get(name, {})
         settings = None
         if plugin.info.params is not None:

@@ -23,7 +23,7 @@ from talon.context import references
 from talon.errors import ActionError, CheckFailedError, NotifyError, OutputError
 from talon.models import Artifact, Delivery, Event, Notification, Result, Status
 from talon.params import ParamValueError
-from talon.registry import Permission, actionner, context, declare, notifier, output
+from talon.registry import Permission, actionner, context, notifier, output
 from talon.rules.model import Action, Rule
 
 _ACTION_LOGGER = logging.getLogger("talon.actionners")
@@ -32,7 +32,7 @@ _OUTPUT_LOGGER = logging.getLogger("talon.outputs")
 __all__ = [
     "Action", "ActionContext", "ActionError", "Artifact", "CheckFailedError", "Delivery",
     "Event", "Notification", "NotifyError", "OutputContext", "OutputError", "ParamValueError",
-    "Permission", "Result", "Rule", "Status", "actionner", "context", "declare", "notifier",
+    "Permission", "Result", "Rule", "Status", "actionner", "context", "notifier",
     "output", "references",
 ]
 

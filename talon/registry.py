@@ -71,7 +71,7 @@ class Plugin:
     """A registered plug-in: metadata, its callable and its live checks."""
 
     info: PluginInfo
-    run: Callable[..., Any] | None = None
+    run: Callable[..., Any]
     checks: tuple[Callable[..., Any], ...] = field(default=())
 
     @property
@@ -163,18 +163,6 @@ def notifier(name: str, *, registry: Registry | None = None, **meta: Any) -> Cal
 def context(name: str, *, registry: Registry | None = None, **meta: Any) -> Callable[[F], F]:
     """Register the decorated `fetch(ctx) -> Mapping[str, str]` as context `name`."""
     return _register("context", "context", name, registry, (), meta)
-
-
-def declare(
-    kind: Kind, category: str, name: str, *, registry: Registry | None = None, **meta: Any,
-) -> PluginInfo:
-    """Register metadata only: the plug-in validates and lists, but has no callable yet.
-
-    The engine reports running such a plug-in as a failure ("not available in this build").
-    """
-    info = PluginInfo(kind=kind, category=category, name=name, **meta)
-    (registry or REGISTRY).add(Plugin(info, None, ()))
-    return info
 
 
 def _finder(location: str) -> Any:

@@ -12,7 +12,7 @@ import yaml
 
 from talon import params as params_mod
 from talon.models import plain
-from talon.registry import Permission, Plugin
+from talon.registry import Permission, Plugin, PluginInfo
 from talon.rules.model import Action, Rule, RuleSet
 
 
@@ -144,3 +144,19 @@ def lease_role(namespace: str = "", name: str = "talon-dedup") -> str:
         "# in the namespace of Talon's pod (kubectl apply -n NAMESPACE), where it keeps its\n"
         "# dedup Leases unless deduplication.lease_namespace says otherwise\n")
     return where + dump(role)
+
+
+def cloud_permissions(infos: Iterable[PluginInfo]) -> str:
+    """The cloud IAM permissions of `infos`, as YAML comments (empty when none needs any),
+    so that the `rbac` output stays a valid manifest."""
+    lines: list[str] = []
+    for info in infos:
+        if not info.cloud_permissions.strip():
+            continue
+        lines.append(f"# {info.fullname} ({info.kind}) needs, for Talon's cloud identity:")
+        lines += [f"#   {line}" if line.strip() else "#" for line in
+                  info.cloud_permissions.strip().splitlines()]
+    if not lines:
+        return ""
+    return ("# --- cloud permissions (not Kubernetes objects: grant them in AWS IAM or "
+            "Google Cloud IAM) ---\n" + "\n".join(lines) + "\n")

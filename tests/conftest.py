@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from talon.registry import Registry, declare  # noqa: E402
+from talon.registry import Kind, Plugin, PluginInfo, Registry  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +39,17 @@ class ExecParams:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileParams:
     destination: str
+
+
+def _validation_only(*_args: object) -> None:
+    raise AssertionError("a test plug-in for validation was run")
+
+
+def declare(kind: Kind, category: str, name: str, *, registry: Registry,
+            **meta: object) -> None:
+    """Register a plug-in shaped like a real one, for tests that only load rules."""
+    info = PluginInfo(kind=kind, category=category, name=name, **meta)  # type: ignore[arg-type]
+    registry.add(Plugin(info, _validation_only))
 
 
 def make_registry() -> Registry:

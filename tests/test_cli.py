@@ -649,6 +649,30 @@ def test_rbac_adds_the_lease_role_when_dedup_can_span_replicas(run: Run,
         assert len(list(yaml.safe_load_all(run("rbac", "-r", "rules.d", "-c", cfg)[1]))) == 1
 
 
+def test_rbac_lists_the_cloud_permissions_of_the_plugins_used(run: Run,
+                                                               tmp_path: Path) -> None:
+    rules = write(tmp_path / "r.yaml", textwrap.dedent("""\
+        - rule: R
+          match: {rules: [F]}
+          actions:
+            - action: Call
+              actionner: aws:lambda
+              parameters: {aws_lambda_name: f}
+            - action: Grab
+              actionner: kubernetes:download
+              parameters: {file: /etc/passwd}
+              output: {target: gcp:gcs, parameters: {bucket: evidence}}
+        """))
+    code, out, err = run("rbac", "-r", rules)
+    assert code == 0, err
+    assert len(list(yaml.safe_load_all(out))) == 2       # the comments keep it appliable
+    cloud = out[out.index("# --- cloud permissions"):]
+    assert "# aws:lambda (actionner) needs" in cloud and "lambda:InvokeFunction" in cloud
+    assert "# gcp:gcs (output) needs" in cloud and "storage.objects.create" in cloud
+    assert "gcp:function" not in cloud and "s3:PutObject" not in cloud
+    assert "cloud permissions" not in run("rbac", "-r", "rules.d")[1]
+
+
 def test_rbac_with_invalid_rules_exits_1(run: Run, tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.yaml", INVALID_RULES["unknown actionner"][0])
     code, out, _ = run("rbac", "-r", bad)
