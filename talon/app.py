@@ -197,7 +197,8 @@ def _signals(app: App) -> None:
 
 def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -> int:
     """Run the server until SIGTERM/SIGINT; the process exit code."""
-    log.setup(settings.log_format, secrets=settings.secrets(), flush_interval=LOG_FLUSH_SECONDS)
+    log.setup(settings.log_format, secrets=settings.secrets(registry),
+              flush_interval=LOG_FLUSH_SECONDS)
     try:
         app = build(settings, registry, rules_paths)
     except RulesError as exc:
