@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import log, notify, rules, sdnotify
+from talon import health, log, notify, rules, sdnotify
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
@@ -197,7 +197,8 @@ def _signals(app: App) -> None:
 
 def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -> int:
     """Run the server until SIGTERM/SIGINT; the process exit code."""
-    log.setup(settings.log_format, secrets=settings.secrets(), flush_interval=LOG_FLUSH_SECONDS)
+    log.setup(settings.log_format, secrets=settings.secrets(registry),
+              flush_interval=LOG_FLUSH_SECONDS)
     try:
         app = build(settings, registry, rules_paths)
     except RulesError as exc:
@@ -225,7 +226,7 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
     log.emit(logger, logging.INFO, "http", result=f"Talon is up and listening on {host}:{port}",
              dry_run=settings.dry_run or None, workers=settings.workers)
     sdnotify.notify("READY=1")
-    watchdog = sdnotify.Watchdog()
+    watchdog = sdnotify.Watchdog(healthy=health.Liveness(app.server.address, app.engine.stuck))
     watchdog.start()
     while not app.stop.wait(0.25):
         if app.hup.is_set():

@@ -24,6 +24,7 @@ from typing import Any
 from talon import models, params, yamlio
 from talon.configschema import Field, convert, fields_of, meta, show
 from talon.errors import ConfigError
+from talon.registry import Registry
 
 MASK = "***"
 _NOTIFIERS = "notifiers"
@@ -247,16 +248,19 @@ class Settings:
     gcp: GcpSettings = field(default_factory=GcpSettings)
     """Google Cloud access."""
 
-    def secrets(self) -> frozenset[str]:
-        """The secret values present (keys, passwords, tokens), for the logger to mask."""
+    def secrets(self, registry: Registry | None = None) -> frozenset[str]:
+        """The secret values present (keys, passwords, tokens), for the logger to mask.
+
+        With `registry`, every notifier setting its plug-in declares secret counts too.
+        """
         found: set[str] = set()
-        _mask(params.to_plain(self), (), found)
+        _mask(params.to_plain(self), (), found, _declared(registry))
         return frozenset(found)
 
 
-def redacted(settings: Settings) -> dict[str, Any]:
+def redacted(settings: Settings, registry: Registry | None = None) -> dict[str, Any]:
     """`settings` as plain data (dicts, lists, scalars) with every secret replaced by ***."""
-    result: dict[str, Any] = _mask(params.to_plain(settings), (), set())
+    result: dict[str, Any] = _mask(params.to_plain(settings), (), set(), _declared(registry))
     return result
 
 
@@ -489,20 +493,37 @@ _SECRET_FIELDS = frozenset({("aws", "access_key"), ("aws", "secret_key"),
 _SECRET_SETTINGS = frozenset({"password", "api_key", "webhook_url", "token"})
 
 
-def _is_secret(path: tuple[str, ...]) -> bool:
+Declared = Mapping[str, frozenset[str]]
+"""Notifier name → the settings its plug-in declares secret (`PluginInfo.secrets`)."""
+
+
+def _declared(registry: Registry | None) -> Declared:
+    if registry is None:
+        return {}
+    return {p.info.name.lower(): frozenset(p.info.secrets) for p in registry.all("notifier")}
+
+
+def _is_secret(path: tuple[str, ...], declared: Declared) -> bool:
+    """Whether the value at `path` is secret; a declared mapping (custom_headers) is
+    secret value by value."""
     if path in _SECRET_FIELDS:
         return True
-    if len(path) == 3 and path[0] == _NOTIFIERS:
-        return path[2] in _SECRET_SETTINGS
-    return (len(path) == 4 and path[0] == _NOTIFIERS and path[2] == "custom_headers"
-            and path[3].lower() == "authorization")
+    if len(path) < 3 or path[0] != _NOTIFIERS:
+        return False
+    setting = path[2].lower()
+    if len(path) == 3 and setting in _SECRET_SETTINGS:
+        return True
+    if len(path) == 4 and setting == "custom_headers" and path[3].lower() == "authorization":
+        return True
+    return len(path) in (3, 4) and setting in declared.get(path[1].lower(), ())
 
 
-def _mask(node: Any, path: tuple[str, ...], found: set[str]) -> Any:
+def _mask(node: Any, path: tuple[str, ...], found: set[str], declared: Declared) -> Any:
     """Copy of plain `node` with secrets masked; their values are added to `found`."""
     if isinstance(node, dict):
-        return {key: _mask(value, (*path, str(key)), found) for key, value in node.items()}
-    if _is_secret(path) and node not in (None, ""):
+        return {key: _mask(value, (*path, str(key)), found, declared)
+                for key, value in node.items()}
+    if _is_secret(path, declared) and node not in (None, ""):
         found.add(str(node))
         return MASK
     return node

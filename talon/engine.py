@@ -153,6 +153,12 @@ class Engine:
             self.metrics.overdue.inc(len(found))
         return found
 
+    def stuck(self) -> int:
+        """Worker threads in a plug-in call past its deadline now (replaced or not)."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for running in self._running.values() if now > running.deadline)
+
     def retire(self, ident: int) -> bool:
         """Whether the worker `ident` was replaced and should exit once free."""
         with self._lock:

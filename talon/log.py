@@ -2,7 +2,9 @@
 
 Layer L1: stdlib only. Code logs with `log.emit(logger, level, message, **fields)`;
 fields travel in `record.fields`. Every value is escaped (control characters and quotes),
-so an event string cannot forge a log line; values listed as secrets are masked.
+so an event string cannot forge a log line or reorder it on screen: C0 and C1 controls,
+Unicode line separators and bidi controls become `\\xNN`/`\\uNNNN` in text lines (JSON
+lines are ASCII-only). Secrets are masked in the finished line (`talon.redact`).
 `setup()` is called once, by the CLI.
 """
 
@@ -19,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from talon import redact
+
 _LEVELS = {logging.DEBUG: "DBG", logging.INFO: "INF", logging.WARNING: "WRN",
            logging.ERROR: "ERR", logging.CRITICAL: "FTL"}
 _COLORS = {"DBG": "\x1b[90m", "INF": "\x1b[32m", "WRN": "\x1b[33m", "ERR": "\x1b[31m",
@@ -30,9 +34,12 @@ _ENCODER = json.JSONEncoder(default=str, ensure_ascii=True)
 _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """A JSON string literal, ASCII only (the C encoder's; most log values are strings)."""
 _FIRST = ("error",)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE = "\x80-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+"""C1 controls (NEL among them), line/paragraph separators, bidi marks, embeddings,
+overrides and isolates: terminals and viewers break or reorder lines on them."""
+_CONTROL = re.compile(f"[\\x00-\\x1f\\x7f{_UNSAFE}]")
 _QUOTE = re.compile('[ ="]')
-_SPECIAL = re.compile(r'[\x00-\x20\x7f"\\=]')
+_SPECIAL = re.compile(f'[\\x00-\\x20\\x7f"\\\\={_UNSAFE}]')
 """What makes a text value need escaping or quotes."""
 _ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord('"'): '\\"',
             ord("\\"): "\\\\"}
@@ -81,12 +88,27 @@ class Throttle:
             return last[1] if last is not None else 0
 
 
+def _code(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
 def escape(text: str) -> str:
-    """Make `text` safe on one log line: no raw control characters, quotes escaped."""
+    """Make `text` safe on one log line: no raw control, separator or bidi character,
+    quotes and backslashes escaped."""
     out = text.translate(_ESCAPES)
     if _CONTROL.search(out):
-        out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", out)
+        out = _CONTROL.sub(_code, out)
     return out
+
+
+def _json_inner(text: str) -> str:
+    return _json_string(text)[1:-1]
+
+
+def masker(secrets: Iterable[str]) -> redact.Redactor:
+    """Masks `secrets` as they appear in text lines (escaped) and JSON lines (encoded)."""
+    return redact.Redactor(secrets, (escape, _json_inner))
 
 
 def _text(value: Any) -> str:
@@ -95,19 +117,6 @@ def _text(value: Any) -> str:
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(value, default=str, sort_keys=True)
     return str(value)
-
-
-class _Masker:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        if not self.secrets:
-            return text
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -146,25 +155,21 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, color: bool = False, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.color, self.mask = color, _Masker(secrets)
+        self.color, self.mask = color, masker(secrets)
         self._time = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVELS.get(record.levelno, "INF")
         parts = [self._time(record), self._paint(level, level), escape(record.getMessage())]
-        mask = self.mask if self.mask.secrets else None
         for key, value in _fields(record).items():
             text = value if type(value) is str else _text(value)
-            if mask is not None:
-                text = mask(text)
             if not text or _SPECIAL.search(text):  # else it is already safe as it is
                 text = escape(text)
                 if not text or _QUOTE.search(text):
                     text = f'"{text}"'
             parts.append(f"{self._paint('key', key + '=')}{text}" if self.color
                          else f"{key}={text}")
-        line = " ".join(parts)
-        return mask(line) if mask is not None else line
+        return self.mask(" ".join(parts))
 
     def _paint(self, kind: str, text: str) -> str:
         if not self.color:
@@ -178,7 +183,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.mask = _Masker(secrets)
+        self.mask = masker(secrets)
         self._time = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
@@ -188,8 +193,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in _fields(record).items():
             text = _json_string(value) if type(value) is str else _ENCODER.encode(value)
             parts.append(f"{_json_string(key)}: {text}")
-        line = ", ".join(parts) + "}"
-        return self.mask(line) if self.mask.secrets else line
+        return self.mask(", ".join(parts) + "}")
 
 
 def formatter(log_format: str, stream: TextIO, secrets: Iterable[str] = ()) -> logging.Formatter:

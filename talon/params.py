@@ -3,8 +3,9 @@
 Layer L0: stdlib only. The dataclass fields are the schema: a field without a default is
 required; the annotation gives the type (str, int, float, bool, list[str], Mapping[str, str],
 Mapping[str, Any], Literal[...], optional `| None`); `field(metadata=...)` may add
-`min`, `max` and `help`. Cross-field rules live in `__post_init__` and raise
-`ParamValueError` (or ValueError). Every problem is returned, none raised.
+`min`, `max` and `help`. A params class may define `advice()`, returning (field, text)
+pairs reported as warnings (valid, but worth changing). Cross-field rules live in
+`__post_init__` and raise `ParamValueError` (or ValueError). Every problem is returned, none raised.
 Typing follows the Go decoder: a string field takes only strings, an int field takes
 integers (a float is truncated), a bool field takes booleans (and the strings true/false).
 A map field marked `metadata={"text_values": True}` (label and annotation values) also takes
@@ -242,11 +243,16 @@ def coerce(cls: type, raw: Mapping[str, Any] | None) -> tuple[Any, list[ParamPro
     if any(p.severity == "error" for p in problems):
         return None, problems
     try:
-        return cls(**values), problems
+        value = cls(**values)
     except ParamValueError as exc:
         problems.append(ParamProblem(exc.field, str(exc)))
     except (ValueError, TypeError) as exc:
         problems.append(ParamProblem("", str(exc)))
+    else:
+        advice = getattr(value, "advice", None)
+        problems += [ParamProblem(name, text, "warning") for name, text in
+                     (advice() if callable(advice) else ())]
+        return value, problems
     return None, problems
 
 

@@ -605,3 +605,32 @@ def test_notify_dry_run_from_file_and_env(tmp_path: Path) -> None:
     assert config.load(None, env={"NOTIFY_DRY_RUN": "yes"}).notify_dry_run is True
     assert any(row[:3] == ("notify_dry_run", "NOTIFY_DRY_RUN", False)
                for row in config.ENV_VARS)
+
+
+DECLARED_CONFIG = """
+    notifiers:
+      webhook:
+        url: https://user:p4ss@example.test/hook?token=abc123
+        custom_headers:
+          X-Api-Token: header-token-1
+      elasticsearch:
+        password: 'es-pa"ss-wörd'
+      loki:
+        api_key: loki-key
+        user: "99999"
+"""
+
+
+def test_secrets_follow_what_each_notifier_declares(tmp_path: Path) -> None:
+    from talon import catalog
+    from talon.registry import REGISTRY
+
+    catalog.load_builtins()
+    s = config.load(write(tmp_path, DECLARED_CONFIG), env={})
+    found = s.secrets(REGISTRY)
+    assert {"https://user:p4ss@example.test/hook?token=abc123", "header-token-1",
+            'es-pa"ss-wörd', "loki-key"} <= found
+    assert "99999" not in found
+    plain = config.redacted(s, REGISTRY)
+    assert plain["notifiers"]["webhook"] == {"url": "***",
+                                             "custom_headers": {"X-Api-Token": "***"}}

@@ -58,6 +58,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         # plan, render and suite import only L0/L1 modules (context, rules.model, yamlio…),
         # so L1 is the lowest layer consistent with them; engine and cli import them.
         "talon.plan", "talon.render", "talon.suite",
+        "talon.redact", "talon.health",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params"),
 }

@@ -1,13 +1,17 @@
 """The `loki` notifier: one log entry per notification, pushed to Grafana Loki.
 
 Layer L2. POST `<url>/loki/api/v1/push` with one stream whose labels describe the result
-(status, rule, action, actionner, output target, message, trace id, objects) and one
-value: a nanosecond timestamp and the error, result or output text. Label names are made
-valid Loki names; label values are cut to Loki's default length limit.
+(status, rule, action, actionner, output target, message, objects) and one value: a
+nanosecond timestamp and a one-line JSON object `{"trace_id": …, "text": …}`, the text
+being the error, result or output (`| json` in LogQL extracts both). The trace id is not
+a label, unlike in the Go version: a label value unique to each event makes a stream per
+event, which Loki penalises (memory, index size, `max_streams_per_user`). Label names are
+made valid Loki names; label values are cut to Loki's default length limit.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import types
@@ -90,16 +94,20 @@ def labels(n: Notification) -> dict[str, str]:
         "actionner": n.actionner,
         "outputtarget": n.output_target,
         "message": n.message,
-        "traceid": n.trace_id,
     }
     for key, value in sorted(n.objects.items()):
         out.setdefault(label_name(key), str(value))
     return {k: label_value(v) for k, v in out.items() if v}
 
 
-def line(n: Notification) -> str:
-    """The log line: the error, else the result, else the output, else the summary block."""
+def text(n: Notification) -> str:
+    """The error, else the result, else the output, else the summary block."""
     return n.error or n.result or n.output or _text.plaintext(n)
+
+
+def line(n: Notification) -> str:
+    """The log line: `{"trace_id": …, "text": …}` on one line (newlines JSON-escaped)."""
+    return json.dumps({"trace_id": n.trace_id, "text": text(n)}, ensure_ascii=False)
 
 
 def payload(n: Notification, now_ns: int) -> dict[str, Any]:

@@ -4,6 +4,12 @@ Layer L2. The payload keeps the Go version's shape: a headline, one attachment c
 by status and, in the `long` format, one field per known value. Objects are listed in
 key order (upstream iterates a Go map, so its order is random). The webhook URL holds
 the token: it is a secret and error messages only show its host.
+
+Every value shown is escaped for Slack (`escape`): `&`, `<` and `>` become entities, as
+Slack's formatting rules ask, so an event cannot post a mention (`<!channel>`) or a
+disguised link (`<https://evil|click>`); a backtick becomes `ˋ` (U+02CB, the modifier
+letter grave accent, which looks the same), so a value cannot close its code span or
+block and have the rest read as formatting.
 """
 
 from __future__ import annotations
@@ -48,40 +54,54 @@ class SlackSettings:
         _http.validate_url("webhook_url", self.webhook_url)
 
 
+_SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "\u02cb"})
+
+
+def escape(value: str) -> str:
+    """`value` shown literally by Slack: entities for `&<>`, backticks neutralised."""
+    return value.translate(_SLACK_ESCAPES)
+
+
+def code(value: str) -> str:
+    """An inline code span holding `value`, escaped."""
+    return f"`{escape(value)}`"
+
+
 def headline(n: Notification) -> str:
     """`[*STATUS*][*MESSAGE*] Rule: `r` Action: `a` OutputTarget: `t``."""
-    parts = [f"[*{n.status.upper()}*][*{n.message.upper()}*]"]
+    parts = [f"[*{escape(n.status.upper())}*][*{escape(n.message.upper())}*]"]
     for label, value in (("Rule", n.rule), ("Action", n.action),
                          ("OutputTarget", n.output_target)):
         if value:
-            parts.append(f"{label}: `{value}`")
+            parts.append(f"{label}: {code(value)}")
     return " ".join(parts)
 
 
 def _field(title: str, value: str, short: bool = False) -> dict[str, Any]:
-    return {"title": title, "value": value, "short": short}
+    return {"title": escape(title), "value": value, "short": short}
 
 
 def fields(n: Notification) -> list[dict[str, Any]]:
     """The `long` format's fields, in the upstream order (objects sorted by key)."""
     out: list[dict[str, Any]] = []
     if n.rule:
-        out.append(_field("Rule", f"`{n.rule}`"))
+        out.append(_field("Rule", code(n.rule)))
     if n.action:
-        out.append(_field("Action", f"`{n.action}`"))
+        out.append(_field("Action", code(n.action)))
     if n.actionner:
-        out.append(_field("Actionner", f"`{n.actionner}`", short=True))
-    out.append(_field("Status", f"`{n.status}`", short=True))
-    out.extend(_field(key, f"`{value}`", short=True) for key, value in _text.sorted_objects(n))
+        out.append(_field("Actionner", code(n.actionner), short=True))
+    out.append(_field("Status", code(n.status), short=True))
+    out.extend(_field(key, code(value), short=True) for key, value in _text.sorted_objects(n))
     if n.event:
-        out.append(_field("Event", f"```{n.event}```"))
-    out.append(_field("Message", f"`{n.message}`"))
+        out.append(_field("Event", f"```{escape(n.event)}```"))
+    out.append(_field("Message", code(n.message)))
     for title, value in (("Error", n.error), ("OutputTarget", n.output_target),
                          ("Trace ID", n.trace_id), ("Result", n.result)):
         if value:
-            out.append(_field(title, f"`{value}`"))
+            out.append(_field(title, code(value)))
     if n.output:
-        out.append(_field("Output", "```\n" + n.output.replace("\r\n", "\n") + "```"))
+        output = escape(n.output.replace("\r\n", "\n"))
+        out.append(_field("Output", f"```\n{output}```"))
     return out
 
 

@@ -2,13 +2,17 @@
 
 Covers: push path (also when the URL has a trailing slash or already ends with it), one
 stream with the upstream labels (rule/action lower-cased with underscores, objects with
-lower-cased sanitised keys, empties left out), nanosecond timestamp strings, the log line
-choice (error > result > output), basic auth, X-Scope-OrgID, custom headers, User-Agent,
+lower-cased sanitised keys, empties left out) but not the trace id, which would make one
+stream per event: it is in the line, a JSON object `{"trace_id", "text"}` (the same result
+notified twice lands in one stream), nanosecond timestamp strings, the text choice
+(error > result > output), basic auth, X-Scope-OrgID, custom headers, User-Agent,
 the host_port alias, settings validation and errors that never show the API key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import pytest
@@ -42,14 +46,16 @@ def test_push(sink: HttpSink, delivery: Delivery, action_note: Notification) -> 
     assert stream["stream"] == {
         "status": "success", "rule": "terminal_shell_in_container",
         "action": "label_pod_as_suspicious", "actionner": "kubernetes:label",
-        "message": "action", "traceid": "7f3c0d2e-trace",
+        "message": "action",
         "pod": "cncf-1", "namespace": "default", "networkpolicy": "np-1",
     }
     [[stamp, line]] = stream["values"]
     assert isinstance(stamp, str)
     assert stamp.isdigit()
     assert before <= int(stamp) <= after
-    assert line == action_note.output
+    assert "\n" not in line
+    assert json.loads(line) == {"trace_id": "7f3c0d2e-trace", "text": action_note.output}
+    assert line.startswith('{"trace_id": "7f3c0d2e-trace", "text": ')
 
 
 def test_auth_tenant_and_headers(sink: HttpSink, delivery: Delivery,
@@ -63,9 +69,9 @@ def test_auth_tenant_and_headers(sink: HttpSink, delivery: Delivery,
     assert req.header("X-Extra") == "1"
     [stream] = req.json()["streams"]
     assert stream["stream"] == {"status": "failure", "outputtarget": "aws:s3",
-                                "message": "output", "traceid": "0a1b-trace",
-                                "file": "/tmp/x.log"}
-    assert stream["values"][0][1] == failure_note.error
+                                "message": "output", "file": "/tmp/x.log"}
+    assert json.loads(stream["values"][0][1]) == {"trace_id": "0a1b-trace",
+                                                  "text": failure_note.error}
 
 
 def test_every_send_carries_the_same_headers(sink: HttpSink, delivery: Delivery,
@@ -77,7 +83,18 @@ def test_every_send_carries_the_same_headers(sink: HttpSink, delivery: Delivery,
     assert first.headers == second.headers
     assert second.basic_auth() == ("u", SECRET)
     assert second.header("X-Scope-OrgID") == "team-a"
-    assert second.json()["streams"][0]["values"][0][1] == action_note.output
+    assert json.loads(second.json()["streams"][0]["values"][0][1])["text"] == action_note.output
+
+
+def test_events_differing_only_by_trace_id_share_one_stream(
+        sink: HttpSink, delivery: Delivery, action_note: Notification) -> None:
+    notifier = make(delivery, url=sink.url)
+    notifier.send(action_note)
+    notifier.send(dataclasses.replace(action_note, trace_id="another-trace"))
+    first, second = (r.json()["streams"][0] for r in sink.requests)
+    assert first["stream"] == second["stream"]
+    assert "another-trace" not in json.dumps(second["stream"])
+    assert json.loads(second["values"][0][1])["trace_id"] == "another-trace"
 
 
 def test_url_with_push_path_is_kept(sink: HttpSink, delivery: Delivery,
@@ -86,12 +103,12 @@ def test_url_with_push_path_is_kept(sink: HttpSink, delivery: Delivery,
     assert sink.paths() == [PUSH]
 
 
-def test_line_choice_and_fallback() -> None:
+def test_text_choice_and_fallback() -> None:
     base = {"message": "action", "status": "success", "trace_id": "t"}
-    assert loki.line(Notification(**base, output="o", result="r", error="e")) == "e"
-    assert loki.line(Notification(**base, output="o", result="r")) == "r"
-    assert loki.line(Notification(**base, output="o")) == "o"
-    assert loki.line(Notification(**base)).startswith("Status: success\n")
+    assert loki.text(Notification(**base, output="o", result="r", error="e")) == "e"
+    assert loki.text(Notification(**base, output="o", result="r")) == "r"
+    assert loki.text(Notification(**base, output="o")) == "o"
+    assert loki.text(Notification(**base)).startswith("Status: success\n")
 
 
 @pytest.mark.parametrize(("key", "name"), [

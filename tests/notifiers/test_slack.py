@@ -3,7 +3,9 @@
 Covers: long format (headline text, colour, footer, every field in upstream order, objects
 title-cased and sorted, Event/Output code blocks, CRLF cleaned), short format (headline in
 the attachment, no fields, no footer), empty footer/username/icon, colours per status,
-headers, failures that never reveal the webhook token.
+headers, failures that never reveal the webhook token; event values escaped for Slack
+(`&`, `<`, `>` as entities, backticks neutralised) so that a command line in an event can
+neither leave its code span nor post a mention or a disguised link.
 """
 
 from __future__ import annotations
@@ -129,3 +131,44 @@ def test_settings_validation() -> None:
     assert "hooks.slack.com" not in problems[0].message
     _, problems = coerce(slack.SlackSettings, {"webhook_url": "https://h/x", "format": "tiny"})
     assert problems[0].field == "format"
+
+
+HOSTILE = "sh -c '```\n<!channel> <https://evil.example|click here> & `id`'"
+
+
+def hostile_note() -> Notification:
+    return Notification(
+        message="action", status="failure", trace_id="t-1", rule="Shell `x` <!here>",
+        action="Label", actionner="kubernetes:label", event=HOSTILE, output=HOSTILE,
+        error=f"exec failed: {HOSTILE}", result="<@U123>", objects={"pod": "p`<!everyone>"})
+
+
+def _no_control(text: str) -> None:
+    for raw in ("<!channel>", "<!here>", "<!everyone>", "<https://", "<@U123>"):
+        assert raw not in text, (raw, text)
+
+
+@pytest.mark.parametrize("fmt", ["long", "short"])
+def test_event_values_cannot_break_out_or_mention(sink: HttpSink, delivery: Delivery,
+                                                  fmt: str) -> None:
+    make(sink.url, delivery, format=fmt).send(hostile_note())
+    body = sink.requests[0].json()
+    [att] = body["attachments"]
+    headline = body.get("text") or att["text"]
+    assert headline == "[*FAILURE*][*ACTION*] Rule: `Shell ˋxˋ &lt;!here&gt;` Action: `Label`"
+    _no_control(sink.requests[0].body.decode())
+    for f in att.get("fields", []):
+        value = f["value"]
+        fence = "```" if value.startswith("```") else "`"
+        inner = value[len(fence):-len(fence)]
+        assert value.endswith(fence) and "`" not in inner, value
+        _no_control(value)
+
+
+def test_escaped_event_still_reads_the_same(sink: HttpSink, delivery: Delivery) -> None:
+    make(sink.url, delivery).send(hostile_note())
+    values = {f["title"]: f["value"] for f in sink.requests[0].json()["attachments"][0]["fields"]}
+    assert values["Event"] == ("```sh -c 'ˋˋˋ\n&lt;!channel&gt; &lt;https://evil.example|click "
+                               "here&gt; &amp; ˋidˋ'```")
+    assert values["Pod"] == "`pˋ&lt;!everyone&gt;`"
+    assert values["Result"] == "`&lt;@U123&gt;`"

@@ -4,6 +4,11 @@ Layer L2 (plug-in). Both run a capture tool from a container image and hand the 
 file to the required output; both stop the rule's next actions by default, as the Go
 version does. In an air-gapped cluster, `image` must name a mirrored copy.
 
+`image` may be pinned by digest (`name[:tag]@sha256:<64 hex>`): the node then runs exactly
+that image, whatever the tag later points to. The defaults stay the Go version's tags
+(no digest of them can be vouched for here), so `rules check` warns about every image not
+pinned, the defaults included; a malformed digest is an error.
+
 - tcpdump adds an ephemeral container (`falco-talon-tcpdump-<5 hex>`, privileged, sleeping
   `duration + 30` s) to the pod, waits for it to run, execs
   `timeout <duration> tcpdump -n -i any -s <snaplen> -w /tmp/tcpdump.pcap` (exit 124, the
@@ -26,13 +31,38 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from talon.actionners.kubernetes import _stream, common, execs, pods, rbac
-from talon.plugin import ActionContext, ActionError, Artifact, Result, actionner
+from talon.plugin import (
+    ActionContext,
+    ActionError,
+    Artifact,
+    ParamValueError,
+    Result,
+    actionner,
+)
 
 T = TypeVar("T")
 
 TCPDUMP_IMAGE = "issif/tcpdump:latest"
 SYSDIG_IMAGE = "issif/sysdig:latest"
-_AIRGAP = "; in an air-gapped cluster, point it at a mirrored copy"
+_AIRGAP = ("; pin it as name@sha256:<digest>; in an air-gapped cluster, point it at a "
+           "mirrored copy")
+_PINNED = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+
+
+def check_image(image: str) -> None:
+    """Raise ParamValueError when `image` carries a digest that is not `sha256:<64 hex>`."""
+    if "@" in image and not _PINNED.fullmatch(image):
+        raise ParamValueError("image", f"malformed digest in '{image}': expected "
+                                       "name[:tag]@sha256:<64 lower-case hex digits>")
+
+
+def image_advice(image: str) -> list[tuple[str, str]]:
+    """A warning when `image` is not pinned by digest."""
+    if _PINNED.fullmatch(image):
+        return []
+    return [("image", f"the image '{image}' is not pinned by digest: the node runs whatever "
+                      "the tag points to when it pulls (pullPolicy Always); set "
+                      "name@sha256:<digest> of an image you have verified")]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +76,13 @@ class TcpdumpParams:
         "help": "Bytes captured per packet; 0 lets tcpdump use its own default (262144)"})
     image: str = field(default=TCPDUMP_IMAGE, metadata={
         "help": f"Image of the ephemeral container running tcpdump{_AIRGAP}"})
+
+    def __post_init__(self) -> None:
+        check_image(self.image)
+
+    def advice(self) -> list[tuple[str, str]]:
+        """Warnings for `rules check`: the image is not pinned by digest."""
+        return image_advice(self.image)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +98,13 @@ class SysdigParams:
                 "node ('node')"})
     image: str = field(default=SYSDIG_IMAGE, metadata={
         "help": f"Image of the privileged Job running sysdig on the pod's node{_AIRGAP}"})
+
+    def __post_init__(self) -> None:
+        check_image(self.image)
+
+    def advice(self) -> list[tuple[str, str]]:
+        """Warnings for `rules check`: the image is not pinned by digest."""
+        return image_advice(self.image)
 
 
 TCPDUMP_EXAMPLE = """\
