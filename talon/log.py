@@ -97,17 +97,41 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#@\s:\"']*:)[^/?#@\s\"']*@")
+"""The password of a URL's user info (`scheme://user:password@host`)."""
+
+
+def mask_url_passwords(text: str) -> str:
+    """`text` with every URL password replaced by ***."""
+    return _USERINFO.sub(r"\1***@", text) if "://" in text else text
+
+
 class _Masker:
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these values too (the list is replaced whole: formatting threads read it
+        without a lock)."""
+        found = {s for s in secrets if s and len(s) >= 4} | set(self.secrets)
+        self.secrets = sorted(found, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        if not self.secrets:
-            return text
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "***")
         return text
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Mask `secrets` in every line the `talon` logger writes from now on (values read at
+    run time, such as tokens, which `setup(secrets=...)` could not know)."""
+    values = list(secrets)
+    for handler in logging.getLogger("talon").handlers:
+        mask = getattr(handler.formatter, "mask", None)
+        if isinstance(mask, _Masker):
+            mask.add(values)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -163,7 +187,7 @@ class TextFormatter(logging.Formatter):
                     text = f'"{text}"'
             parts.append(f"{self._paint('key', key + '=')}{text}" if self.color
                          else f"{key}={text}")
-        line = " ".join(parts)
+        line = mask_url_passwords(" ".join(parts))
         return mask(line) if mask is not None else line
 
     def _paint(self, kind: str, text: str) -> str:
@@ -188,7 +212,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in _fields(record).items():
             text = _json_string(value) if type(value) is str else _ENCODER.encode(value)
             parts.append(f"{_json_string(key)}: {text}")
-        line = ", ".join(parts) + "}"
+        line = mask_url_passwords(", ".join(parts) + "}")
         return self.mask(line) if self.mask.secrets else line
 
 

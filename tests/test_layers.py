@@ -51,7 +51,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.plugin", "talon.clients", "talon.clients.kube", "talon.rules.loader",
         "talon.rules.model", "talon.rules.matching", "talon.config", "talon.configschema",
         "talon.metrics", "talon.log", "talon.context", "talon.yamlio", "talon.sdnotify",
-        "talon.httphead", "talon.httpconn",
+        "talon.httphead", "talon.httpconn", "talon.auth", "talon.tls", "talon.filewatch",
         # plan, render and suite import only L0/L1 modules (context, rules.model, yamlio…),
         # so L1 is the lowest layer consistent with them; engine and cli import them.
         "talon.plan", "talon.render", "talon.suite",
