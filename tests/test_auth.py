@@ -533,3 +533,29 @@ def test_logs_mask_url_passwords_and_secrets_added_at_run_time(log_format: str) 
     line = formatter.format(record)
     assert "pa55word" not in line and TOKEN not in line
     assert "http://falcosidekick:***@talon.falco:2803/" in line
+
+
+def test_settings_from_the_environment() -> None:
+    from talon import config
+    settings = config.load(None, env={
+        "TLS_CERT_FILE": "/certs/tls.crt", "TLS_KEY_FILE": "/certs/tls.key",
+        "TLS_CLIENT_CA_FILE": "/certs/ca.crt", "TLS_ALLOWED_CLIENT_NAMES": "Falco.falco.svc, b",
+        "AUTH_BEARER_TOKENS_FILE": "/secrets/tokens", "AUTH_HMAC_SECRET_FILE": "/secrets/hmac",
+        "AUTH_MAX_SKEW_SECONDS": "60", "AUTH_OPEN_METRICS": "true"})
+    assert settings.tls == TlsSettings(cert_file="/certs/tls.crt", key_file="/certs/tls.key",
+                                       client_ca_file="/certs/ca.crt",
+                                       allowed_client_names=("falco.falco.svc", "b"))
+    assert settings.auth == AuthSettings(bearer_tokens_file="/secrets/tokens",
+                                         hmac_secret_file="/secrets/hmac", max_skew_seconds=60,
+                                         open_metrics=True)
+    with pytest.raises(ConfigError, match="AUTH_MAX_SKEW_SECONDS"):
+        config.load(None, env={"AUTH_MAX_SKEW_SECONDS": "0"})
+    assert tls.settings_problems(TlsSettings(allowed_client_names=("a",))) == [
+        "tls.allowed_client_names needs tls.client_ca_file"]
+
+
+@pytest.mark.parametrize(("address", "loopback"), [
+    ("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False),
+    ("10.0.0.5", False), ("::", False), ("talon.example", False)])
+def test_loopback_addresses(address: str, loopback: bool) -> None:
+    assert auth.is_loopback(address) is loopback
