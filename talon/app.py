@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import health, log, notify, rules, sdnotify
+from talon import auth, health, log, notify, rules, sdnotify, tls
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
@@ -129,14 +129,40 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
 
     reloader = Reloader(rules_paths, load, store.swap, interval=settings.reload_interval_seconds,
                         on_result=on_reload)
+    server_tls, guard = _ingest_security(settings)
     server = IngestServer(
         address=settings.listen_address, port=settings.listen_port, accept=queue.put,
         metrics=metrics, max_body_bytes=settings.max_body_bytes,
         max_connections=settings.max_connections, read_timeout=settings.read_timeout_seconds,
-        idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events)
+        idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events,
+        tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
                sweeper=sweeper)
+
+
+def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
+                                                  auth.Authenticator | None]:
+    """TLS on the listener and the credentials required; ConfigError names a bad file."""
+    problems = tls.settings_problems(settings.tls)
+    if problems:
+        raise ConfigError(problems)
+    guard = auth.Authenticator(settings.auth) if auth.configured(settings.auth) else None
+    server_tls = None
+    if settings.tls.cert_file:
+        server_tls = tls.ServerTLS(settings.tls, optional_client_cert=guard is not None)
+    return server_tls, guard
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """Say loudly when anyone who reaches the port can make Talon act."""
+    if auth.configured(settings.auth) or settings.tls.client_ca_file \
+            or auth.is_loopback(settings.listen_address):
+        return
+    log.emit(logger, logging.WARNING, "http", result="no authentication configured: anyone "
+             "who can reach this port can trigger actions (set auth.bearer_tokens_file, "
+             "auth.hmac_secret_file or tls.client_ca_file)",
+             address=f"{settings.listen_address}:{settings.listen_port}")
 
 
 def _dedup_backend(settings: Settings, clients: Clients,
@@ -224,7 +250,10 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
     app.start()
     host, port = app.server.address
     log.emit(logger, logging.INFO, "http", result=f"Talon is up and listening on {host}:{port}",
-             dry_run=settings.dry_run or None, workers=settings.workers)
+             dry_run=settings.dry_run or None, workers=settings.workers,
+             tls=("mutual" if settings.tls.client_ca_file else "on")
+             if settings.tls.cert_file else None)
+    _warn_if_open(settings)
     sdnotify.notify("READY=1")
     watchdog = sdnotify.Watchdog(healthy=health.Liveness(app.server.address, app.engine.stuck))
     watchdog.start()

@@ -167,6 +167,49 @@ class GcpSettings:
     """Default region."""
 
 
+def _client_names(items: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(item.strip().lower() for item in items if item.strip())
+    bad = [n for n in names if not n.isascii() or any(c.isspace() for c in n)]
+    if bad:
+        raise ValueError(f"not a certificate name: {bad[0]!r}")
+    return names
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """TLS on the HTTP listener (section `tls`); no cert_file = plain HTTP."""
+
+    cert_file: str = field(default="", metadata=meta("Listener certificate (PEM)"))
+    """Server certificate chain, PEM; re-read when the file changes."""
+    key_file: str = field(default="", metadata=meta("Listener private key (PEM)"))
+    """Private key of `cert_file`, PEM; re-read when the file changes."""
+    client_ca_file: str = field(default="", metadata=meta(
+        "CA(s) that sign client certificates (mTLS)"))
+    """CA bundle, PEM: clients must present a certificate it signed (optional at the
+    handshake when tokens or signatures are accepted too)."""
+    allowed_client_names: tuple[str, ...] = field(default=(), metadata=meta(
+        "Client certificate names admitted", check=_client_names))
+    """DNS SANs or CN a client certificate must carry (one of); empty = any it signed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    """Credentials required to post events and read /metrics (section `auth`)."""
+
+    bearer_tokens_file: str = field(default="", metadata=meta(
+        "File of accepted tokens, one per line"))
+    """Tokens accepted as `Authorization: Bearer` or as a Basic password; re-read on change."""
+    hmac_secret_file: str = field(default="", metadata=meta(
+        "File holding the HMAC signing secret"))
+    """Secret for `X-Talon-Signature` (trailing newline stripped); re-read on change."""
+    max_skew_seconds: int = field(default=300, metadata=meta(
+        "Max age (and clock skew) of a signature (s)", min_=1, max_=86400))
+    """Signatures older or newer than this are refused, as are replays within it."""
+    open_metrics: bool = field(default=False, metadata=meta(
+        "Serve /metrics without credentials"))
+    """Let /metrics be scraped without credentials (/healthz is always open)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything Talon reads at start-up; built by `load`, never mutated."""
@@ -247,6 +290,10 @@ class Settings:
     """MinIO connection."""
     gcp: GcpSettings = field(default_factory=GcpSettings)
     """Google Cloud access."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    """TLS on the listener."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    """Authentication of ingest and /metrics."""
 
     def secrets(self, registry: Registry | None = None) -> frozenset[str]:
         """The secret values present (keys, passwords, tokens), for the logger to mask.

@@ -24,8 +24,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from talon import httphead, log, models
+from talon.auth import Authenticator
 from talon.errors import EventError
 from talon.metrics import CONTENT_TYPE, Metrics
+from talon.tls import Peer, Refused, ServerTLS
 
 logger = logging.getLogger("talon.server")
 """Named after the server: these are its log lines."""
@@ -54,6 +56,11 @@ class Config:
     idle_timeout: float
     print_all_events: bool
     retry_after_seconds: int
+    tls: ServerTLS | None = None
+    """TLS on the connections (wrapped by the server, handshake done here)."""
+    auth: Authenticator | None = None
+    """Credentials required for events and /metrics; None = none (client certificates
+    alone, if any, are checked at the handshake)."""
 
 
 class _Rejection(Exception):
@@ -163,8 +170,23 @@ class Handler(BaseHTTPRequestHandler):
         self._reader.arm(self.server.config.read_timeout)
         self._served = 0
         self._linger = False
+        self._peer = self._start_tls(config.tls) if config.tls is not None else None
+
+    def _start_tls(self, guard: ServerTLS) -> Peer | None:
+        """The TLS handshake (under the read timeout); None when the peer is refused."""
+        try:
+            return guard.handshake(self.connection, self.server.config.read_timeout)
+        except Refused as exc:
+            self.server.config.metrics.rejected.labels(exc.reason).inc()
+            held_back = guard.should_log(exc.reason)
+            if held_back is not None:
+                log.emit(logger, logging.WARNING, "http", reason=exc.reason,
+                         remote=self._remote(), error=str(exc), suppressed=held_back)
+            return None
 
     def handle(self) -> None:
+        if self.server.config.tls is not None and self._peer is None:
+            return  # refused at the handshake
         self.close_connection = False
         while not self.close_connection:
             self._handle_one()
@@ -245,6 +267,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/healthz":
                 self._send(HTTPStatus.OK, HEALTH_BODY, content_type=JSON)
             else:
+                self._authorize_metrics()
                 self._send(HTTPStatus.OK, self.server.config.metrics.exposition(),
                            content_type=CONTENT_TYPE)
         elif method == "POST":
@@ -256,9 +279,36 @@ class Handler(BaseHTTPRequestHandler):
                              f"method {method} not allowed: send events with POST",
                              headers=[("Allow", "POST")])
 
+    def _authenticated(self) -> bool:
+        """Admitted without a signature: no credentials needed, a verified client
+        certificate, or a token."""
+        guard = self.server.config.auth
+        return guard is None or (self._peer is not None and self._peer.authenticated) \
+            or guard.by_header(self.headers)
+
+    def _unauthenticated(self) -> _Rejection:
+        guard = self.server.config.auth
+        challenges = guard.challenges if guard is not None else ()
+        return _Rejection(HTTPStatus.UNAUTHORIZED, "unauthenticated",
+                          "missing or invalid credentials",
+                          headers=[("WWW-Authenticate", c) for c in challenges])
+
+    def _authorize_metrics(self) -> None:
+        guard = self.server.config.auth
+        if guard is None or guard.open_metrics or self._authenticated():
+            return
+        if not (guard.signed(self.headers) and guard.by_signature(self.headers, b"")):
+            raise self._unauthenticated()
+
     def _ingest(self) -> None:
         config = self.server.config
+        admitted = self._authenticated()
+        if not admitted and not (config.auth is not None and config.auth.signed(self.headers)):
+            raise self._unauthenticated()  # before the body is read: closes the connection
         body = self._read_body()
+        if not admitted and config.auth is not None \
+                and not config.auth.by_signature(self.headers, body):
+            raise self._unauthenticated()
         trace_id = trace_id_from(self.headers.get_all("traceparent")) or self.server.new_trace_id()
         try:
             event = models.decode(body, trace_id=trace_id)
@@ -435,7 +485,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         """Say 100 Continue only for a POST the server would read, so refusals stay cheap."""
-        if self.command == "POST" and urlsplit(self.path).path not in _PROBE_PATHS:
+        guard = self.server.config.auth
+        if self.command == "POST" and urlsplit(self.path).path not in _PROBE_PATHS and (
+                self._authenticated() or (guard is not None and guard.signed(self.headers))):
             lengths = self.headers.get_all("Content-Length") or []
             length = _length(lengths[0]) if len(lengths) == 1 else None
             chunked = bool(self.headers.get_all("Transfer-Encoding")) and not lengths

@@ -119,6 +119,16 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Mask `secrets` in every line the `talon` logger writes from now on (values read at
+    run time, such as tokens, which `setup(secrets=...)` could not know)."""
+    values = list(secrets)
+    for handler in logging.getLogger("talon").handlers:
+        mask = getattr(handler.formatter, "mask", None)
+        if isinstance(mask, redact.Redactor):
+            mask.add(values)
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = getattr(record, "fields", None) or {}
     if record.exc_info and "error" not in fields:

@@ -73,19 +73,27 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str],
                  encodings: Iterable[Callable[[str], str]] = ()) -> None:
-        encodings = tuple(encodings)
-        found: set[str] = set()
+        self._encodings = tuple(encodings)
+        self.secrets: tuple[str, ...] = ()
+        """Every form of every secret, longest first (one alternation, longest wins)."""
+        self._values: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these values too (secrets read at run time, such as ingest tokens). The
+        pattern is replaced whole, so formatting threads need no lock to read it."""
+        found = set(self.secrets)
         for secret in secrets:
             if secret and len(secret) >= MIN_SECRET:
-                found |= forms(secret, encodings)
-        self.secrets = tuple(sorted(found, key=len, reverse=True))
-        """Every form of every secret, longest first (one alternation, longest wins)."""
-        self._values = (re.compile("|".join(re.escape(s) for s in self.secrets))
-                        if self.secrets else None)
+                found |= forms(secret, self._encodings)
+        ordered = tuple(sorted(found, key=len, reverse=True))
+        pattern = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+        self.secrets, self._values = ordered, pattern
 
     def __call__(self, line: str) -> str:
-        if self._values is not None:
-            line = self._values.sub(MASK, line)
+        values = self._values
+        if values is not None:
+            line = values.sub(MASK, line)
         if "@" in line:
             line = _USERINFO.sub(_userinfo, line)
         if "=" in line:

@@ -22,8 +22,10 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from talon import log, models
+from talon.auth import Authenticator
 from talon.httpconn import HEALTH_BODY, JSON, Config, Handler, error_body, trace_id_from
 from talon.metrics import Metrics
+from talon.tls import ServerTLS
 
 __all__ = ["HEALTH_BODY", "IngestServer", "trace_id_from"]
 
@@ -81,6 +83,18 @@ class _HTTPServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """The accepted socket, wrapped for TLS when configured (the handshake is done on
+        the connection's thread: a slow client never holds up the accept loop)."""
+        sock, client_address = super().get_request()
+        if self.config.tls is not None:
+            try:
+                sock = self.config.tls.wrap(sock)
+            except (OSError, ValueError) as exc:  # the accept loop skips an OSError
+                sock.close()
+                raise OSError(f"cannot set up TLS: {exc}") from exc
+        return sock, client_address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -167,7 +181,8 @@ class IngestServer:
     def __init__(self, *, address: str, port: int, accept: Callable[[models.Event], bool],
                  metrics: Metrics, max_body_bytes: int = 1 << 20, max_connections: int = 256,
                  read_timeout: float = 10.0, idle_timeout: float = 60.0,
-                 print_all_events: bool = False, retry_after_seconds: int = 1) -> None:
+                 print_all_events: bool = False, retry_after_seconds: int = 1,
+                 tls: ServerTLS | None = None, auth: Authenticator | None = None) -> None:
         if max_body_bytes < 1 or max_connections < 1 or retry_after_seconds < 0:
             raise ValueError("max_body_bytes and max_connections must be positive")
         if read_timeout <= 0 or idle_timeout <= 0:
@@ -175,7 +190,7 @@ class IngestServer:
         config = Config(accept=accept, metrics=metrics, max_body_bytes=max_body_bytes,
                          read_timeout=read_timeout, idle_timeout=idle_timeout,
                          print_all_events=print_all_events,
-                         retry_after_seconds=retry_after_seconds)
+                         retry_after_seconds=retry_after_seconds, tls=tls, auth=auth)
         self._httpd = _HTTPServer((address, port), config, max_connections)
         self._thread: threading.Thread | None = None
         self._stopped = False

@@ -53,7 +53,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.clients.minio", "talon.rules.loader",
         "talon.rules.model", "talon.rules.matching", "talon.config", "talon.configschema",
         "talon.metrics", "talon.log", "talon.context", "talon.yamlio", "talon.sdnotify",
-        "talon.httphead", "talon.httpconn",
+        "talon.httphead", "talon.httpconn", "talon.auth", "talon.tls", "talon.filewatch",
         "talon.clients.gcp",
         # plan, render and suite import only L0/L1 modules (context, rules.model, yamlio…),
         # so L1 is the lowest layer consistent with them; engine and cli import them.
