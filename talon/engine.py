@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from talon import log, params, plan
-from talon.errors import PluginError
+from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status
 from talon.plugin import ActionContext, OutputContext
@@ -234,7 +234,7 @@ class Engine:
 
     def _dry_run(self, event: Event, rule: Rule, action: Action, step: plan.Step) -> None:
         """Log (and count, and with notify_dry_run notify) the action not taken."""
-        namespace, pod = event.namespace(), event.pod_name()
+        namespace, pod = _target_names(event)
         self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
                          parameters=params.to_plain(step.parameters), output=DRY_RUN_OUTPUT,
                          namespace=namespace, pod=pod)
@@ -385,8 +385,18 @@ class Engine:
         return status != Status.FAILURE
 
 
+def _target_names(event: Event) -> tuple[str, str]:
+    """(namespace, pod) of the event for logs and metrics; empty when not strings."""
+    try:
+        return event.namespace(), event.pod_name()
+    except EventError:
+        return "", ""
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, EventError):
+        return f"invalid event: {text}"
     if isinstance(exc, PluginError) or not text:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, OSError) else text

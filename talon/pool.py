@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from talon import log
+from talon.errors import EventError
 from talon.models import Event
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,13 @@ class MemoryQueue:
 
 
 def pod_key(event: Event) -> str:
-    """Events with the same key run in order; events without a pod are independent."""
-    pod = event.pod_name()
-    return f"{event.namespace()}/{pod}" if pod else ""
+    """Events with the same key run in order; events without a pod (or with a pod field
+    that is not a string: their actions fail) are independent."""
+    try:
+        pod = event.pod_name()
+        return f"{event.namespace()}/{pod}" if pod else ""
+    except EventError:
+        return ""
 
 
 class WorkerPool:
