@@ -121,7 +121,7 @@ class Engine:
             self._running[ident] = _Running(started + self.action_timeout, what, trace_id)
         try:
             value = func()
-        except Exception as exc:
+        except BaseException as exc:
             self._check_overrun(ident, started, what, exc)
             raise
         self._check_overrun(ident, started, what, None)
@@ -221,7 +221,10 @@ class Engine:
             return Outcome(True, "dry_run")
         try:
             result = self._execute(event, rule, action, plugin, step)
-        except Exception as exc:  # noqa: BLE001 - a plug-in failure is an ordinary failure
+        except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
+            # a BaseException subclass, RecursionError) is a failed action, not a dead worker
             result = Result(status=Status.FAILURE, error=_error_text(exc))
         self._report_action(event, rule, action, result)
         self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
@@ -294,7 +297,9 @@ class Engine:
                 values = self._call(functools.partial(run, ctx), f"context '{name}'",
                                     event.trace_id)
                 found.update({k: str(v) for k, v in dict(values or {}).items() if v})
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # any context failure, as for actions
                 if not action.ignore_errors:
                     raise PluginError(f"context '{name}': {_error_text(exc)}") from exc
                 log.emit(logger, logging.WARNING, "context", rule=rule.name, action=action.name,
@@ -365,7 +370,9 @@ class Engine:
                                 event.trace_id)
             if not isinstance(stored, Result):
                 raise PluginError(f"output '{target}' returned {type(stored).__name__}")
-        except Exception as exc:  # noqa: BLE001 - an output failure is an ordinary failure
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
         self.metrics.child(self.metrics.outputs, rule.name, action.name, target,
@@ -394,7 +401,11 @@ def _target_names(event: Event) -> tuple[str, str]:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc)
+    """The error text of a failed step; never raises, even when `str(exc)` does."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a plug-in's exception whose __str__ fails
+        text = ""
     if isinstance(exc, EventError):
         return f"invalid event: {text}"
     if isinstance(exc, PluginError) or not text:

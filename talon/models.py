@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 import time as _time
 import types
 from collections.abc import Callable, Mapping
@@ -239,6 +240,23 @@ def _expect(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wha
     return value
 
 
+MAX_DEPTH = 100
+"""How deeply a payload may nest objects and arrays (Falco's are 2 or 3 levels deep)."""
+_TOO_DEEP = f"invalid JSON: nested too deeply (more than {MAX_DEPTH} levels)"
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether `data` nests deeper than MAX_DEPTH (walked without recursion)."""
+    level: list[Any] = [data] if isinstance(data, dict | list) else []
+    for _ in range(MAX_DEPTH):
+        level = [child for node in level
+                 for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]
+        if not level:
+            return False
+    return True
+
+
 def decode(body: bytes | str, *, trace_id: str = "") -> Event:
     """Parse and validate one Falco event; raises EventError naming the bad field.
 
@@ -257,7 +275,12 @@ def decode(body: bytes | str, *, trace_id: str = "") -> Event:
         raise EventError("", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")\
             from None
     except RecursionError:
-        raise EventError("", "invalid JSON: nested too deeply") from None
+        raise EventError("", _TOO_DEEP) from None
+    except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
+        raise EventError("", f"invalid JSON: an integer has more than "
+                             f"{sys.get_int_max_str_digits()} digits") from exc
+    if _too_deep(data):
+        raise EventError("", _TOO_DEEP)
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
     return from_mapping(data, trace_id=trace_id)
