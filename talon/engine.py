@@ -273,11 +273,18 @@ class Engine:
         ctx = ActionContext(event=event, rule=rule, action=action, params=value,
                             context=step.context, env=step.env, clients=self.clients,
                             deadline=time.monotonic() + self.action_timeout)
-        for check in plugin.checks:
-            check(ctx)
-        self._log_action(event, rule, action, Status.IN_PROGRESS)
         run = plugin.run
-        result = self._call(lambda: run(ctx), f"action '{action.name}'", event.trace_id)
+
+        def checked_run() -> Any:  # live checks call the API too: one timeout for both
+            for check in plugin.checks:
+                check(ctx)
+            if time.monotonic() > ctx.deadline:  # the checks used it all: do not act late
+                raise ActionTimeoutError(f"action '{action.name}' did not finish within "
+                                         f"{self.action_timeout:g}s (in its checks)")
+            self._log_action(event, rule, action, Status.IN_PROGRESS)
+            return run(ctx)
+
+        result = self._call(checked_run, f"action '{action.name}'", event.trace_id)
         if not isinstance(result, Result):
             raise PluginError(f"actionner '{action.actionner}' returned {type(result).__name__}")
         return result
@@ -363,11 +370,14 @@ class Engine:
             ctx = OutputContext(event=event, rule=rule, action=action, params=spec.params,
                                 objects=result.objects, clients=self.clients,
                                 deadline=time.monotonic() + self.action_timeout)
-            for check in out_plugin.checks:
-                check(ctx)
-            run = out_plugin.run
-            stored = self._call(functools.partial(run, ctx, artifact), f"output '{target}'",
-                                event.trace_id)
+            checks, run = out_plugin.checks, out_plugin.run
+
+            def checked_store() -> Any:
+                for check in checks:
+                    check(ctx)
+                return run(ctx, artifact)
+
+            stored = self._call(checked_store, f"output '{target}'", event.trace_id)
             if not isinstance(stored, Result):
                 raise PluginError(f"output '{target}' returned {type(stored).__name__}")
         except KeyboardInterrupt:

@@ -4,6 +4,8 @@ Layer L1. Configuration, in order: in-cluster (service account) when running in 
 else the `kubeconfig` setting, else `KUBECONFIG` / `~/.kube/config`. One `Kube` is built
 per process and shared by all threads (the official client's ApiClient is thread-safe
 for requests). Every call made through `Kube` helpers carries `request_timeout`.
+Requests are never retried behind the caller's back (urllib3 retries 3 times by default,
+so a 4 s timeout could take 16 s): one call is one request, bounded by its timeouts.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class Kube:
     """API handles on one ApiClient; `timeout` is passed as `_request_timeout`."""
 
     api_client: Any
-    timeout: float
+    timeout: tuple[float, float]
+    """(connect, read) seconds: each bounds one step of one request (never retried)."""
     source: str
     _apis: dict[str, Any] = field(default_factory=dict)
 
@@ -110,7 +113,7 @@ class Kube:
         KubeConfigError when unreachable."""
         try:
             info = self.api_without_retries("VersionApi").get_code(
-                _request_timeout=timeout or self.timeout)
+                _request_timeout=(timeout, timeout) if timeout else self.timeout)
         except Exception as exc:
             raise KubeConfigError(f"cannot reach the Kubernetes API ({self.source}): "
                                   f"{_short(exc)}") from exc
@@ -127,21 +130,32 @@ def connect(kubeconfig: str = "", *, timeout: float = 10.0) -> Kube:
     from kubernetes import client, config
 
     tried = []
+    timeouts = (timeout, timeout)
     if in_cluster() and not kubeconfig:
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return Kube(client.ApiClient(configuration), timeout, "in-cluster service account")
+            return Kube(_without_retries(configuration), timeouts, "in-cluster service account")
         except config.ConfigException as exc:
             tried.append(f"in-cluster: {exc}")
     path = kubeconfig or os.environ.get("KUBECONFIG", "") or str(Path.home() / ".kube/config")
+    configuration = client.Configuration()
     try:
-        api_client = config.new_client_from_config(config_file=path.split(os.pathsep)[0])
+        config.load_kube_config(config_file=path.split(os.pathsep)[0],
+                                client_configuration=configuration)
     except (config.ConfigException, OSError, TypeError, ValueError) as exc:
         tried.append(f"kubeconfig {path}: {_short(exc)}")
         raise KubeConfigError("no usable Kubernetes configuration; tried " + "; ".join(tried)
                               ) from exc
-    return Kube(api_client, timeout, f"kubeconfig {path}")
+    return Kube(_without_retries(configuration), timeouts, f"kubeconfig {path}")
+
+
+def _without_retries(configuration: Any) -> Any:
+    """An ApiClient whose connection pool never retries (set before the pool is built)."""
+    from kubernetes import client
+
+    configuration.retries = False
+    return client.ApiClient(configuration)
 
 
 def api_error(exc: BaseException) -> str:
