@@ -188,7 +188,7 @@ def _dedup_backend(settings: Settings, clients: Clients,
                  result=f"per process (no cluster: {exc})")
         return local, None
     namespace = dd.lease_namespace or kube_client.own_namespace()
-    api = kube.api_without_retries("CoordinationV1Api")
+    api = kube.coordination
     backend = LeaseBackend(api, namespace=namespace, prefix=dd.lease_name,
                            identity=kube_client.identity(), timeout=dd.timeout_seconds,
                            metrics=metrics, max_entries=dd.max_entries)

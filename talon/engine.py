@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from talon import log, params, plan
-from talon.errors import PluginError
+from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status
 from talon.plugin import ActionContext, OutputContext
@@ -121,7 +121,7 @@ class Engine:
             self._running[ident] = _Running(started + self.action_timeout, what, trace_id)
         try:
             value = func()
-        except Exception as exc:
+        except BaseException as exc:
             self._check_overrun(ident, started, what, exc)
             raise
         self._check_overrun(ident, started, what, None)
@@ -227,7 +227,10 @@ class Engine:
             return Outcome(True, "dry_run")
         try:
             result = self._execute(event, rule, action, plugin, step)
-        except Exception as exc:  # noqa: BLE001 - a plug-in failure is an ordinary failure
+        except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
+            # a BaseException subclass, RecursionError) is a failed action, not a dead worker
             result = Result(status=Status.FAILURE, error=_error_text(exc))
         self._report_action(event, rule, action, result)
         self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
@@ -240,7 +243,7 @@ class Engine:
 
     def _dry_run(self, event: Event, rule: Rule, action: Action, step: plan.Step) -> None:
         """Log (and count, and with notify_dry_run notify) the action not taken."""
-        namespace, pod = event.namespace(), event.pod_name()
+        namespace, pod = _target_names(event)
         self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
                          parameters=params.to_plain(step.parameters), output=DRY_RUN_OUTPUT,
                          namespace=namespace, pod=pod)
@@ -274,11 +277,18 @@ class Engine:
         ctx = ActionContext(event=event, rule=rule, action=action, params=value,
                             context=step.context, env=step.env, clients=self.clients,
                             deadline=time.monotonic() + self.action_timeout)
-        for check in plugin.checks:
-            check(ctx)
-        self._log_action(event, rule, action, Status.IN_PROGRESS)
         run = plugin.run
-        result = self._call(lambda: run(ctx), f"action '{action.name}'", event.trace_id)
+
+        def checked_run() -> Any:  # live checks call the API too: one timeout for both
+            for check in plugin.checks:
+                check(ctx)
+            if time.monotonic() > ctx.deadline:  # the checks used it all: do not act late
+                raise ActionTimeoutError(f"action '{action.name}' did not finish within "
+                                         f"{self.action_timeout:g}s (in its checks)")
+            self._log_action(event, rule, action, Status.IN_PROGRESS)
+            return run(ctx)
+
+        result = self._call(checked_run, f"action '{action.name}'", event.trace_id)
         if not isinstance(result, Result):
             raise PluginError(f"actionner '{action.actionner}' returned {type(result).__name__}")
         return result
@@ -295,7 +305,9 @@ class Engine:
                 values = self._call(functools.partial(plugin.run, ctx), f"context '{name}'",
                                     event.trace_id)
                 found.update({k: str(v) for k, v in dict(values or {}).items() if v})
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # any context failure, as for actions
                 if not action.ignore_errors:
                     raise PluginError(f"context '{name}': {_error_text(exc)}") from exc
                 log.emit(logger, logging.WARNING, "context", rule=rule.name, action=action.name,
@@ -357,14 +369,19 @@ class Engine:
             ctx = OutputContext(event=event, rule=rule, action=action, params=spec.params,
                                 objects=result.objects, clients=self.clients,
                                 deadline=time.monotonic() + self.action_timeout)
-            for check in out_plugin.checks:
-                check(ctx)
-            run = out_plugin.run
-            stored = self._call(functools.partial(run, ctx, artifact), f"output '{target}'",
-                                event.trace_id)
+            checks, run = out_plugin.checks, out_plugin.run
+
+            def checked_store() -> Any:
+                for check in checks:
+                    check(ctx)
+                return run(ctx, artifact)
+
+            stored = self._call(checked_store, f"output '{target}'", event.trace_id)
             if not isinstance(stored, Result):
                 raise PluginError(f"output '{target}' returned {type(stored).__name__}")
-        except Exception as exc:  # noqa: BLE001 - an output failure is an ordinary failure
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
         self.metrics.child(self.metrics.outputs, rule.name, action.name, target,
@@ -384,8 +401,22 @@ class Engine:
         return status != Status.FAILURE
 
 
+def _target_names(event: Event) -> tuple[str, str]:
+    """(namespace, pod) of the event for logs and metrics; empty when not strings."""
+    try:
+        return event.namespace(), event.pod_name()
+    except EventError:
+        return "", ""
+
+
 def _error_text(exc: BaseException) -> str:
-    text = str(exc)
+    """The error text of a failed step; never raises, even when `str(exc)` does."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a plug-in's exception whose __str__ fails
+        text = ""
+    if isinstance(exc, EventError):
+        return f"invalid event: {text}"
     if isinstance(exc, PluginError) or not text:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, OSError) else text

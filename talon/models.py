@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 import time as _time
 import types
 from collections.abc import Callable, Mapping
@@ -119,6 +120,22 @@ def _string_like(value: Any) -> str:
     return ""
 
 
+POD_KEYS = ("k8s.pod.name", "ka.target.pod.name", "ka.target.name")
+"""Where an event names its pod, first present wins."""
+NAMESPACE_KEYS = ("k8s.ns.name", "ka.target.namespace")
+"""Where an event names its namespace, first present wins."""
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "an array" if isinstance(value, list | tuple) else type(value).__name__
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """A decoded Falco event. `output` is already trimmed; `extra` keeps unknown keys."""
@@ -148,20 +165,37 @@ class Event:
                 return text
         return ""
 
+    def pick(self, *keys: str) -> tuple[str, str]:
+        """(key, text) of the first of `keys` the event has; ("", "") when it has none.
+
+        A later key is used only when the earlier ones are absent: a present key that is
+        null or "" gives "" (no fallback), so a rule's `k8s.ns.name!=kube-system` and the
+        actionner see the same value. Raises EventError when the value is not a string.
+        """
+        for key in keys:
+            if key in self.output_fields:
+                value = self.output_fields[key]
+                if value is None or isinstance(value, str):
+                    return key, value or ""
+                raise EventError(key, f"expected a string, got {_json_kind(value)}")
+        return "", ""
+
     def pod_name(self) -> str:
-        return self._first("k8s.pod.name", "ka.target.pod.name", "ka.target.name")
+        """The pod the event is about; EventError when that field is not a string."""
+        return self.pick(*POD_KEYS)[1]
 
     def namespace(self) -> str:
-        return self._first("k8s.ns.name", "ka.target.namespace")
+        """The namespace the event is about; EventError when that field is not a string."""
+        return self.pick(*NAMESPACE_KEYS)[1]
 
     def target_name(self) -> str:
-        return self._first("ka.target.name")
+        return self.pick("ka.target.name")[1]
 
     def target_namespace(self) -> str:
-        return self._first("ka.target.namespace")
+        return self.pick("ka.target.namespace")[1]
 
     def target_resource(self) -> str:
-        return self._first("ka.target.resource")
+        return self.pick("ka.target.resource")[1]
 
     def remote_ip(self) -> str:
         return self._first("fd.rip", "fd.sip")
@@ -206,6 +240,23 @@ def _expect(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wha
     return value
 
 
+MAX_DEPTH = 100
+"""How deeply a payload may nest objects and arrays (Falco's are 2 or 3 levels deep)."""
+_TOO_DEEP = f"invalid JSON: nested too deeply (more than {MAX_DEPTH} levels)"
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether `data` nests deeper than MAX_DEPTH (walked without recursion)."""
+    level: list[Any] = [data] if isinstance(data, dict | list) else []
+    for _ in range(MAX_DEPTH):
+        level = [child for node in level
+                 for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]
+        if not level:
+            return False
+    return True
+
+
 def decode(body: bytes | str, *, trace_id: str = "") -> Event:
     """Parse and validate one Falco event; raises EventError naming the bad field.
 
@@ -224,7 +275,12 @@ def decode(body: bytes | str, *, trace_id: str = "") -> Event:
         raise EventError("", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")\
             from None
     except RecursionError:
-        raise EventError("", "invalid JSON: nested too deeply") from None
+        raise EventError("", _TOO_DEEP) from None
+    except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
+        raise EventError("", f"invalid JSON: an integer has more than "
+                             f"{sys.get_int_max_str_digits()} digits") from exc
+    if _too_deep(data):
+        raise EventError("", _TOO_DEEP)
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
     return from_mapping(data, trace_id=trace_id)

@@ -20,8 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from talon.context import references
-from talon.errors import ActionError, CheckFailedError, NotifyError, OutputError
-from talon.models import Artifact, Delivery, Event, Notification, Result, Status
+from talon.errors import ActionError, CheckFailedError, EventError, NotifyError, OutputError
+from talon.models import (
+    NAMESPACE_KEYS,
+    POD_KEYS,
+    Artifact,
+    Delivery,
+    Event,
+    Notification,
+    Result,
+    Status,
+)
 from talon.params import ParamValueError
 from talon.registry import Permission, actionner, context, notifier, output
 from talon.rules.model import Action, Rule
@@ -30,8 +39,9 @@ _ACTION_LOGGER = logging.getLogger("talon.actionners")
 _OUTPUT_LOGGER = logging.getLogger("talon.outputs")
 
 __all__ = [
-    "Action", "ActionContext", "ActionError", "Artifact", "CheckFailedError", "Delivery",
-    "Event", "Notification", "NotifyError", "OutputContext", "OutputError", "ParamValueError",
+    "NAMESPACE_KEYS", "POD_KEYS", "Action", "ActionContext", "ActionError", "Artifact",
+    "CheckFailedError", "Delivery", "Event", "EventError", "Notification", "NotifyError",
+    "OutputContext", "OutputError", "ParamValueError",
     "Permission", "Result", "Rule", "Status", "actionner", "context", "notifier",
     "output", "references",
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from talon import log
+from talon.errors import EventError
 from talon.models import Event
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,22 @@ class MemoryQueue:
 
 
 def pod_key(event: Event) -> str:
-    """Events with the same key run in order; events without a pod are independent."""
-    pod = event.pod_name()
-    return f"{event.namespace()}/{pod}" if pod else ""
+    """Events with the same key run in order; events without a pod (or with a pod field
+    that is not a string: their actions fail) are independent."""
+    try:
+        pod = event.pod_name()
+        return f"{event.namespace()}/{pod}" if pod else ""
+    except EventError:
+        return ""
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: text` of an exception, even when its `str()` fails."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        text = "<no text>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class WorkerPool:
@@ -116,7 +130,7 @@ class WorkerPool:
             item = self._source.take(timeout=0.2)
             if item is None:
                 continue
-            key = self._key(item.event)
+            key = self._key_of(item)
             with self._lock:
                 self._in_flight += 1
                 if key and key in self._active:
@@ -124,19 +138,47 @@ class WorkerPool:
                     continue
                 if key:
                     self._active[key] = deque()
-            self._run_key(key, item)
+            try:
+                self._run_key(key, item)
+            except Exception as exc:  # noqa: BLE001 - e.g. the queue failed to acknowledge
+                log.emit(logger, logging.ERROR, "event", status="failure",
+                         error=f"worker error: {_describe(exc)}")
+
+    def _key_of(self, item: Item) -> str:
+        try:
+            return self._key(item.event)
+        except Exception:  # noqa: BLE001 - no ordering key: the event runs on its own
+            return ""
 
     def _run_key(self, key: str, item: Item | None) -> None:
-        while item is not None:
-            self._run(item)
-            with self._lock:
-                pending = self._active.get(key) if key else None
-                if pending:
-                    item = pending.popleft()
-                else:
-                    if key:
-                        del self._active[key]
-                    item = None
+        """Run `item`, then every item queued behind it for the same pod; the key is
+        released in all cases, so a pod is never left waiting on a worker that failed."""
+        try:
+            while item is not None:
+                self._run(item)
+                item = self._next(key)
+        finally:
+            if item is not None:
+                self._abandon(key, item)
+
+    def _next(self, key: str) -> Item | None:
+        with self._lock:
+            pending = self._active.get(key) if key else None
+            if pending:
+                return pending.popleft()
+            if key:
+                del self._active[key]
+            return None
+
+    def _abandon(self, key: str, item: Item) -> None:
+        """After an unexpected failure: free the key; the items still waiting are lost
+        (logged), so that drain() does not wait for them forever."""
+        with self._lock:
+            lost = [item, *self._active.pop(key, ())] if key else [item]
+            self._in_flight -= len(lost) - 1  # `item` itself was already counted down
+        for dropped in lost[1:]:
+            log.emit(logger, logging.ERROR, "event", status="dropped",
+                     error="the worker handling this pod failed", trace_id=dropped.event.trace_id)
 
     def busy(self) -> int:
         """Workers handling an event now (read by the metrics gauge when scraped)."""
@@ -147,14 +189,15 @@ class WorkerPool:
             self._busy += 1
         try:
             self._handle(item)
-        except Exception:
-            logger.exception("event handling failed", extra={"fields": {
-                "trace_id": item.event.trace_id}})
+        except BaseException as exc:  # noqa: BLE001 - boundary: the worker outlives any event
+            log.emit(logger, logging.ERROR, "event", status="failure",
+                     error=f"event handling failed: {_describe(exc)}",
+                     trace_id=item.event.trace_id)
         finally:
-            self._source.done(item)
             with self._lock:
                 self._busy -= 1
                 self._in_flight -= 1
+            self._source.done(item)
 
     def idle(self) -> bool:
         """No item waiting in the queue and none being handled."""

@@ -96,19 +96,34 @@ class Reloader:
         with self._reload_lock:
             return self._reload(reason)
 
+    def _kept(self, why: str) -> bool:
+        log.emit(logger, logging.ERROR, "rules", error=f"{why}: the rules in force are kept")
+        self._on_result(False)
+        return False
+
     def _reload(self, reason: str) -> bool:
         log.emit(logger, logging.INFO, "rules", result="changes detected", reason=reason)
         try:
             ruleset = self._load()
         except RulesError as exc:
             log.problems(logger, exc.problems)
-            log.emit(logger, logging.ERROR, "rules",
-                     error="invalid rules: the rules in force are kept")
-            self._on_result(False)
-            return False
+            return self._kept("invalid rules")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - boundary: a reload never ends the process
+            # (OSError on a file, a file gone mid-read, MemoryError, RecursionError, ...)
+            return self._kept(f"cannot load the rules: {_describe(exc)}")
         self._apply(ruleset)
         log.problems(logger, ruleset.warnings)  # as at start-up: a typo'd key is not silent
         log.emit(logger, logging.INFO, "rules",
                  result=f"{len(ruleset.rules)} rule(s) have been successfully loaded")
         self._on_result(True)
         return True
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

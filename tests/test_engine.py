@@ -43,6 +43,32 @@ class SinkParams:
     folder: str
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("str() of this exception fails")
+
+
+class NotAnException(BaseException):
+    """A BaseException subclass a careless plug-in or library might raise."""
+
+
+def _recurse(depth: int = 0) -> int:
+    return _recurse(depth + 1) + 1
+
+
+def _raise(exc: BaseException) -> Callable[[], None]:
+    def go() -> None:
+        raise exc
+    return go
+
+
+HOSTILE: dict[str, Callable[[], object]] = {
+    "unprintable": _raise(Unprintable()), "base": _raise(NotAnException("odd")),
+    "exit": _raise(SystemExit(3)), "recurse": _recurse, "memory": _raise(MemoryError()),
+}
+"""Plug-in failures that must end as an ordinary failed action, never a dead worker."""
+
+
 class World:
     """A registry whose plug-ins record calls, plus the engine's sinks."""
 
@@ -63,6 +89,8 @@ class World:
                 raise ActionError(f"{p.name} failed")
             if p.mode == "crash":
                 raise RuntimeError("boom")
+            if p.mode in HOSTILE:
+                HOSTILE[p.mode]()
             if p.mode == "ignored":
                 return Result(status=Status.IGNORED, output="skipped")
             if p.mode == "artifact":
@@ -333,6 +361,25 @@ def test_a_stuck_action_does_not_stall_the_pool(world: World,
     assert "f" in world.names()
     assert time.monotonic() - started < 1.2  # a replacement worker took it
     assert pool.drain(5)
+
+
+@pytest.mark.parametrize(("mode", "error"), [
+    ("unprintable", "Unprintable"), ("base", "NotAnException: odd"), ("exit", "SystemExit: 3"),
+    ("recurse", "RecursionError: maximum recursion depth exceeded"), ("memory", "MemoryError"),
+])
+def test_any_plugin_exception_is_a_failed_action(world: World, write_rules: Callable[..., str],
+                                                 mode: str, error: str) -> None:
+    path = write_rules(f"""
+        - rule: R
+          actions:
+            - {{action: a, actionner: t:step, ignore_errors: true,
+                parameters: {{name: a, mode: {mode}}}}}
+            - {{action: b, actionner: t:step, parameters: {{name: b}}}}
+        """)
+    done = world.engine(path).handle(event())
+    assert done == [("R", "a", "failure"), ("R", "b", "success")]
+    note = world.notes[0][1]
+    assert note.status == "failure" and note.error.startswith(error), note.error
 
 
 def test_ignored_stays_ignored(world: World, write_rules: Callable[..., str]) -> None:

@@ -98,12 +98,16 @@ def test_bad_body(body: bytes) -> None:
         models.decode(body)
 
 
-def test_getters_skip_non_string_values() -> None:
+def test_target_getters_refuse_non_string_values_and_never_skip_them() -> None:
     e = models.from_mapping({"output_fields": {"k8s.pod.name": {"nested": 1},
                                                "ka.target.name": "fallback",
                                                "fd.rip": None, "fd.sip": "10.0.0.1"}})
-    assert e.pod_name() == "fallback"
-    assert e.remote_ip() == "10.0.0.1"
+    with pytest.raises(EventError, match=r"^k8s\.pod\.name: expected a string, got an object"):
+        e.pod_name()
+    assert e.remote_ip() == "10.0.0.1"  # addresses are not names: null still falls back
+    null = models.from_mapping({"output_fields": {"k8s.ns.name": None,
+                                                  "ka.target.namespace": "kube-system"}})
+    assert null.pick(*models.NAMESPACE_KEYS) == ("k8s.ns.name", "")
 
 
 def test_k8saudit_target() -> None:

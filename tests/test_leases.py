@@ -44,7 +44,7 @@ KEY = "0123456789abcdef0123456789abcdef"
 @pytest.fixture
 def api(kube_config: Path) -> Iterator[Any]:
     kube = kube_client.connect(str(kube_config), timeout=5)
-    yield kube.api_without_retries("CoordinationV1Api")
+    yield kube.coordination
 
 
 def backend(api: Any, *, identity: str = "replica-a", timeout: float = 2.0,
@@ -158,7 +158,7 @@ def test_a_hanging_api_falls_back_within_the_timeout(kube_api: FakeKubeAPI, api:
 def test_an_unreachable_api_falls_back(tmp_path: Path) -> None:
     with FakeKubeAPI() as gone:
         path = gone.kubeconfig(tmp_path / "kubeconfig")
-    api = kube_client.connect(str(path), timeout=5).api_without_retries("CoordinationV1Api")
+    api = kube_client.connect(str(path), timeout=5).coordination
     metrics = Metrics()
     assert backend(api, metrics=metrics).first_seen(KEY, 5) is True
     assert value(metrics, "talon_dedup_fallback_total", reason="unreachable") == 1

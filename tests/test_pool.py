@@ -2,7 +2,9 @@
 
 Covers: put refuses instead of blocking when full; events for one pod run in arrival
 order even with many workers; a slow event for one pod does not delay other pods; a
-handler exception does not kill the worker; drain waits for queued and running items.
+handler exception of any kind (a BaseException subclass, one whose str() fails) neither
+kills the worker nor keeps its pod's ordering key held; an event whose pod field is not a
+string has no ordering key; drain waits for queued and running items.
 """
 
 from __future__ import annotations
@@ -105,6 +107,41 @@ def test_handler_errors_do_not_kill_workers() -> None:
     q.put(ev("a", 1))
     assert pool.drain(5)
     assert done == ["1"]
+
+
+class Odd(BaseException):
+    """Not an Exception: escapes `except Exception`."""
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def test_any_handler_exception_keeps_the_worker_and_frees_the_pod() -> None:
+    q = MemoryQueue(10)
+    done: list[str] = []
+
+    def handle(item: object) -> None:
+        event = item.event  # type: ignore[attr-defined]
+        if event.output == "0":
+            raise Odd("not an Exception")
+        if event.output == "2":
+            raise Unprintable()
+        done.append(event.output)
+
+    pool = WorkerPool(q, handle, workers=1)
+    pool.start()
+    for n in range(4):
+        q.put(ev("a", n))  # one pod: 1..3 wait on the key of 0
+    assert pool.drain(5)
+    assert done == ["1", "3"]
+
+
+def test_non_string_pod_field_has_no_key() -> None:
+    event = models.from_mapping({"output_fields": {"k8s.pod.name": True,
+                                                   "k8s.ns.name": "shop"}})
+    assert pod_key(event) == ""
 
 
 def test_drain_times_out_with_work_left() -> None:

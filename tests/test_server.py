@@ -226,6 +226,24 @@ def test_chunked_body_is_accepted(start: Callable[..., Any]) -> None:
 # -- refusals ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("body", "problem"), [
+    ('{"rule": "r", "output_fields": {"n": ' + "9" * 5000 + "}}", "integer"),
+    ('{"rule": "r", "output_fields": {"n": ' + '{"a":' * 900 + "1" + "}" * 902, "nested"),
+    ('{"rule": "r", "output_fields": {"n": ' + "[" * 900 + "]" * 900 + "}}", "nested"),
+    ('{"rule": "r", "output_fields": {"n": ' + "[" * 5000 + "]" * 5000 + "}}", "nested"),
+])
+def test_hostile_json_is_400_naming_the_problem(start: Callable[..., Any], body: str,
+                                                problem: str) -> None:
+    server, recorder, _metrics = start(max_body_bytes=1 << 20)
+    conn = connect(server)
+    response = post(conn, body)
+    assert response.status == 400
+    answer = json.loads(response.read())
+    assert problem in answer["error"], answer
+    assert recorder.events == []
+    assert post(conn, EVENT).status == 200  # the connection stays usable
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ("{not json", ""),
     ('{"rule": 5}', "rule"),

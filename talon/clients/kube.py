@@ -4,18 +4,21 @@ Layer L1. Configuration, in order: in-cluster (service account) when running in 
 else the `kubeconfig` setting, else `KUBECONFIG` / `~/.kube/config`. One `Kube` is built
 per process and shared by all threads (the official client's ApiClient is thread-safe
 for requests). Every call made through `Kube` helpers carries `request_timeout`.
+Requests are never retried behind the caller's back (urllib3 retries 3 times by default,
+so a 4 s timeout could take 16 s): one call is one request, bounded by its timeouts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talon.errors import ActionError, TalonError
+from talon.errors import ActionError, EventError, TalonError
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -47,7 +50,8 @@ class Kube:
     """API handles on one ApiClient; `timeout` is passed as `_request_timeout`."""
 
     api_client: Any
-    timeout: float
+    timeout: tuple[float, float]
+    """(connect, read) seconds: each bounds one step of one request (never retried)."""
     source: str
     _apis: dict[str, Any] = field(default_factory=dict)
 
@@ -90,26 +94,12 @@ class Kube:
     def version(self) -> Any:
         return self._api("VersionApi")
 
-    def api_without_retries(self, name: str) -> Any:
-        """A `name` API (e.g. "CoordinationV1Api") on its own connection pool that never
-        retries, so that a call takes no longer than its `_request_timeout`."""
-        key = f"{name}/no-retries"
-        if key not in self._apis:
-            import copy
-
-            from kubernetes import client
-
-            configuration = copy.deepcopy(self.api_client.configuration)
-            configuration.retries = False
-            self._apis[key] = getattr(client, name)(client.ApiClient(configuration))
-        return self._apis[key]
-
     def ping(self, timeout: float | None = None) -> str:
         """The server's git version (one try, `timeout` or the client's); raises
         KubeConfigError when unreachable."""
         try:
-            info = self.api_without_retries("VersionApi").get_code(
-                _request_timeout=timeout or self.timeout)
+            info = self.version.get_code(
+                _request_timeout=(timeout, timeout) if timeout else self.timeout)
         except Exception as exc:
             raise KubeConfigError(f"cannot reach the Kubernetes API ({self.source}): "
                                   f"{_short(exc)}") from exc
@@ -126,21 +116,32 @@ def connect(kubeconfig: str = "", *, timeout: float = 10.0) -> Kube:
     from kubernetes import client, config
 
     tried = []
+    timeouts = (timeout, timeout)
     if in_cluster() and not kubeconfig:
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return Kube(client.ApiClient(configuration), timeout, "in-cluster service account")
+            return Kube(_without_retries(configuration), timeouts, "in-cluster service account")
         except config.ConfigException as exc:
             tried.append(f"in-cluster: {exc}")
     path = kubeconfig or os.environ.get("KUBECONFIG", "") or str(Path.home() / ".kube/config")
+    configuration = client.Configuration()
     try:
-        api_client = config.new_client_from_config(config_file=path.split(os.pathsep)[0])
+        config.load_kube_config(config_file=path.split(os.pathsep)[0],
+                                client_configuration=configuration)
     except (config.ConfigException, OSError, TypeError, ValueError) as exc:
         tried.append(f"kubeconfig {path}: {_short(exc)}")
         raise KubeConfigError("no usable Kubernetes configuration; tried " + "; ".join(tried)
                               ) from exc
-    return Kube(api_client, timeout, f"kubeconfig {path}")
+    return Kube(_without_retries(configuration), timeouts, f"kubeconfig {path}")
+
+
+def _without_retries(configuration: Any) -> Any:
+    """An ApiClient whose connection pool never retries (set before the pool is built)."""
+    from kubernetes import client
+
+    configuration.retries = False
+    return client.ApiClient(configuration)
 
 
 def api_error(exc: BaseException) -> str:
@@ -158,6 +159,41 @@ def api_error(exc: BaseException) -> str:
     if status and reason:
         return f"{reason} ({status})"
     return _short(exc)
+
+
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+LABEL = "label"
+"""DNS-1123 label: namespaces (lower-case letters, digits, '-', at most 63 characters)."""
+SUBDOMAIN = "subdomain"
+"""DNS-1123 subdomain: pods and most objects (labels joined by '.', at most 253)."""
+DNS1035 = "dns1035"
+"""DNS-1035 label: services (a DNS-1123 label that starts with a letter)."""
+RBAC = "rbac"
+"""Path-segment names (roles, clusterroles): any text but '.', '..', '/' and '%'."""
+
+_NAME_RULES: dict[str, tuple[re.Pattern[str], int, str]] = {
+    LABEL: (re.compile(_LABEL), 63, "a DNS-1123 label (lower-case letters, digits and '-', "
+                                    "starting and ending with a letter or digit, at most 63)"),
+    SUBDOMAIN: (re.compile(rf"{_LABEL}(?:\.{_LABEL})*"), 253,
+                "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)"),
+    DNS1035: (re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"), 63,
+              "a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
+              "at most 63)"),
+    RBAC: (re.compile(r"(?!\.\.?$)[^/%?#\s\x00-\x1f\x7f-\x9f\u2028\u2029]+"), 253,
+           "a name without '/', '%', '?', '#', whitespace or control characters, "
+           "not '.' or '..', at most 253"),
+}
+
+
+def check_name(value: str, field: str, rule: str = SUBDOMAIN) -> str:
+    """`value` when the API server would accept it as a name under `rule` (LABEL,
+    SUBDOMAIN, DNS1035 or RBAC); EventError naming `field` otherwise. Called before any
+    URL holding the name is built."""
+    pattern, limit, what = _NAME_RULES[rule]
+    if len(value) <= limit and pattern.fullmatch(value):
+        return value
+    shown = repr(value[:64]) + ("..." if len(value) > 64 else "")
+    raise EventError(field, f"{shown} is not a valid name: expected {what}")
 
 
 def node_of(pod: Any) -> str:

@@ -13,7 +13,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from talon.clients import kube
-from talon.plugin import ActionContext, ActionError, Permission, context
+from talon.plugin import (
+    NAMESPACE_KEYS,
+    POD_KEYS,
+    ActionContext,
+    ActionError,
+    Permission,
+    context,
+)
 
 KEYS = ("node.hostname", "node.instancetype", "node.role", "node.topology.region",
         "node.topology.zone", "node.spec.providerid")
@@ -81,9 +88,12 @@ def facts(node: Any) -> dict[str, str]:
 )
 def k8snode(ctx: ActionContext) -> dict[str, str]:
     """GET the event's pod, GET its node, return the node facts."""
-    pod_name, namespace = ctx.event.pod_name(), ctx.event.namespace()
+    pod_key, pod_name = ctx.event.pick(*POD_KEYS)
+    ns_key, namespace = ctx.event.pick(*NAMESPACE_KEYS)
     if not pod_name or not namespace:
         raise ActionError("missing pod name (k8s.pod.name) or namespace (k8s.ns.name)")
+    kube.check_name(namespace, ns_key, kube.LABEL)
+    kube.check_name(pod_name, pod_key, kube.SUBDOMAIN)
     k = ctx.clients.kube()
     pod = _read(f"the pod '{pod_name}' in the namespace '{namespace}'",
                 lambda: k.core.read_namespaced_pod(pod_name, namespace,

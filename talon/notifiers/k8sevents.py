@@ -19,7 +19,14 @@ from typing import Any
 
 from talon.clients import kube
 from talon.notifiers import _http, _text
-from talon.plugin import Delivery, Notification, NotifyError, Permission, notifier
+from talon.plugin import (
+    Delivery,
+    EventError,
+    Notification,
+    NotifyError,
+    Permission,
+    notifier,
+)
 
 COMPONENT = "falco-talon"
 REPORTING_COMPONENT = "falcosecurity.org/falco-talon"
@@ -43,6 +50,15 @@ notifiers:
 def _object(n: Notification, key: str) -> str:
     """Object `key` of the notification, whatever its casing (`pod`, `Pod`)."""
     return next((str(v) for k, v in n.objects.items() if k.lower() == key), "")
+
+
+def _valid_pod(name: str) -> bool:
+    """Whether `name` may go into a URL as a pod name (else the pod is not looked up)."""
+    try:
+        kube.check_name(name, "pod", kube.SUBDOMAIN)
+    except EventError:
+        return False
+    return True
 
 
 def message(n: Notification) -> str:
@@ -138,7 +154,7 @@ class K8sEventsNotifier:
     def _pod_uid(self, k: Any, n: Notification) -> str:
         """The pod's uid, or "" when there is no pod or it cannot be read (never fails)."""
         pod, namespace = _object(n, "pod"), _object(n, "namespace")
-        if not pod or not _DNS_LABEL.fullmatch(namespace):
+        if not pod or not _DNS_LABEL.fullmatch(namespace) or not _valid_pod(pod):
             return ""
         try:
             found = k.core.read_namespaced_pod(pod, namespace,

@@ -327,7 +327,7 @@ class FakeKubeAPI:
 
     def hang_up(self, method: str, path_regex: str, *, times: int | None = None) -> None:
         """Close the connection of matching requests without answering (a server that went
-        away mid-request; the client retries idempotent requests, then gives up)."""
+        away mid-request; a client with retries sends idempotent requests again)."""
         self._add(self._hangups, _Rule(method.upper(), re.compile(path_regex), times))
 
     def block_eviction(self, namespace: str, pod: str, *, pdb: str = "talon-pdb",

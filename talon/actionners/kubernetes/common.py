@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from talon.clients import kube as kube_names
 from talon.clients.kube import api_error as api_error  # shared with contexts and notifiers
 from talon.clients.kube import node_of as node_of
-from talon.plugin import ActionContext, ActionError, CheckFailedError, Result, Status
+from talon.plugin import (
+    NAMESPACE_KEYS,
+    POD_KEYS,
+    ActionContext,
+    ActionError,
+    CheckFailedError,
+    Result,
+    Status,
+)
 
 STANDALONE = "StandalonePod"
 
@@ -27,13 +36,16 @@ def is_not_found(exc: BaseException) -> bool:
 
 
 def pod_target(ctx: ActionContext) -> tuple[str, str]:
-    """(namespace, pod) from the event; CheckFailedError when either is missing."""
-    pod, namespace = ctx.event.pod_name(), ctx.event.namespace()
+    """(namespace, pod) from the event; CheckFailedError when either is missing, EventError
+    (an invalid event, nothing sent) when either is not a name the API server accepts."""
+    pod_key, pod = ctx.event.pick(*POD_KEYS)
+    ns_key, namespace = ctx.event.pick(*NAMESPACE_KEYS)
     if not pod:
         raise CheckFailedError("missing pod name (k8s.pod.name)")
     if not namespace:
         raise CheckFailedError("missing namespace (k8s.ns.name)")
-    return namespace, pod
+    return (kube_names.check_name(namespace, ns_key, kube_names.LABEL),
+            kube_names.check_name(pod, pod_key, kube_names.SUBDOMAIN))
 
 
 def get_pod(ctx: ActionContext) -> Any:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from talon.actionners.kubernetes import common, pods, rbac
+from talon.clients import kube as kube_names
 from talon.plugin import ActionContext, ActionError, CheckFailedError, Result, actionner
 
 
@@ -58,21 +59,25 @@ class Deletable:
     noun: str
     """Singular name used in the texts."""
     namespaced: bool = True
+    name_rule: str = kube_names.SUBDOMAIN
+    """Which names the API server accepts for this kind (talon.clients.kube rules)."""
 
 
 DELETABLE: Mapping[str, Deletable] = {
-    "namespaces": Deletable("core", "namespace", "namespace", namespaced=False),
+    "namespaces": Deletable("core", "namespace", "namespace", namespaced=False,
+                            name_rule=kube_names.LABEL),
     "pods": Deletable("core", "pod", "pod"),
     "configmaps": Deletable("core", "config_map", "configmap"),
     "secrets": Deletable("core", "secret", "secret"),
-    "services": Deletable("core", "service", "service"),
+    "services": Deletable("core", "service", "service", name_rule=kube_names.DNS1035),
     "serviceaccounts": Deletable("core", "service_account", "serviceaccount"),
     "deployments": Deletable("apps", "deployment", "deployment"),
     "daemonsets": Deletable("apps", "daemon_set", "daemonset"),
     "statefulsets": Deletable("apps", "stateful_set", "statefulset"),
     "replicasets": Deletable("apps", "replica_set", "replicaset"),
-    "roles": Deletable("rbac", "role", "role"),
-    "clusterroles": Deletable("rbac", "cluster_role", "clusterrole", namespaced=False),
+    "roles": Deletable("rbac", "role", "role", name_rule=kube_names.RBAC),
+    "clusterroles": Deletable("rbac", "cluster_role", "clusterrole", namespaced=False,
+                              name_rule=kube_names.RBAC),
 }
 """The `ka.target.resource` values kubernetes:delete handles (one RBAC rule each)."""
 
@@ -97,7 +102,8 @@ class _Target:
 
 
 def _audit_target(ctx: ActionContext) -> _Target:
-    """The target of the audit event; CheckFailedError when incomplete or unsupported."""
+    """The target of the audit event; CheckFailedError when incomplete or unsupported,
+    EventError (nothing sent) when its name or namespace is not one the API accepts."""
     event = ctx.event
     resource, name = event.target_resource(), event.target_name()
     if not resource:
@@ -110,7 +116,10 @@ def _audit_target(ctx: ActionContext) -> _Target:
     namespace = event.target_namespace() if kind.namespaced else ""
     if kind.namespaced and not namespace:
         raise CheckFailedError("missing target namespace (ka.target.namespace)")
-    return _Target(kind, resource, name, namespace)
+    if kind.namespaced:
+        kube_names.check_name(namespace, "ka.target.namespace", kube_names.LABEL)
+    return _Target(kind, resource, kube_names.check_name(name, "ka.target.name", kind.name_rule),
+                   namespace)
 
 
 def _call(ctx: ActionContext, verb: str, target: _Target) -> None:
