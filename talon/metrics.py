@@ -33,6 +33,8 @@ LABEL_LENGTH = 256
 LABEL_VALUES = 1000
 """Distinct values a label taken from events may have; later new values become OTHER."""
 OTHER = "other"
+_CAPPED_CACHE = 4096
+"""Most (metric, raw label values) → child shortcuts kept for event_total and match_total."""
 
 UPSTREAM_PREFIX = "falcosecurity_falco_talon_"
 """Prefix of the counter names Falco Talon 0.3+ serves (OpenTelemetry meter name)."""
@@ -146,6 +148,7 @@ class Metrics:
         self.queue_bytes = Gauge("talon_queue_bytes", "bytes of the events waiting for a "
                                  "worker", registry=r)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._capped: dict[tuple[Any, ...], Any] = {}
         self.rule_label, self.priority_label, self.source_label = (
             CappedLabel(), CappedLabel(), CappedLabel())
 
@@ -161,13 +164,31 @@ class Metrics:
 
     def event(self, rule: str, priority: str, source: str) -> None:
         """Count one received event (`event_total`), its labels capped."""
-        self.child(self.events, self.rule_label(rule), self.priority_label(priority),
-                   self.source_label(source)).inc()
+        key = (self.events, rule, priority, source)
+        found = self._capped.get(key)
+        if found is None:
+            found = self._capped_child(key)
+        found.inc()
 
     def match(self, rule: str, event: str, priority: str, source: str) -> None:
         """Count one rule matching an event (`match_total`), the event's labels capped."""
-        self.child(self.matches, rule, self.rule_label(event), self.priority_label(priority),
-                   self.source_label(source)).inc()
+        key = (self.matches, rule, event, priority, source)
+        found = self._capped.get(key)
+        if found is None:
+            found = self._capped_child(key)
+        found.inc()
+
+    def _capped_child(self, key: tuple[Any, ...]) -> Any:
+        """The child for `key` = (metric, *other labels, event, priority, source), the last
+        three capped; remembered (as a one-lookup shortcut) while the cache has room and
+        no value is longer than a label may be, so the cache stays bounded too."""
+        metric, *fixed, event, priority, source = key
+        found = self.child(metric, *fixed, self.rule_label(event),
+                           self.priority_label(priority), self.source_label(source))
+        if len(self._capped) < _CAPPED_CACHE and all(len(v) <= LABEL_LENGTH
+                                                      for v in key[1:]):
+            self._capped[key] = found
+        return found
 
     def action(self, *, rule: str, event: str, action: str, actionner: str, status: str,
                namespace: str = "", pod: str = "") -> None:
