@@ -3,7 +3,8 @@
 Layer L5. Start order: logging, rules (invalid → exit 1), notifiers, engine, workers,
 HTTP listener, reloader; then READY=1 to systemd. SIGHUP reloads the rules; SIGTERM and
 SIGINT stop accepting, drain the queue (bounded by `shutdown_timeout_seconds`) so that
-nothing accepted is lost, then exit 0.
+nothing accepted is lost, then exit 0; past that deadline, each event not processed is
+logged and counted (talon.pool), and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class App:
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
-    def accept(self, event: Event) -> bool:
-        return self.queue.put(event)
+    def accept(self, event: Event, size: int = 0) -> bool:
+        return self.queue.put(event, size)
 
     def start(self) -> None:
         self.dispatcher.start()
@@ -117,10 +118,11 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events)
-    queue = MemoryQueue(settings.queue_size)
+    queue = MemoryQueue(settings.queue_size, settings.queue_max_bytes)
     metrics.queue_depth.set_function(queue.depth)
+    metrics.queue_bytes.set_function(queue.bytes_held)
     pool = WorkerPool(queue, lambda item: engine.handle(item.event), workers=settings.workers,
-                      overdue=engine.overdue, retire=engine.retire)
+                      overdue=engine.overdue, retire=engine.retire, metrics=metrics)
     metrics.busy_workers.set_function(pool.busy)
 
     def on_reload(ok: bool) -> None:

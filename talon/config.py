@@ -240,7 +240,12 @@ class Settings:
     workers: int = field(default=8, metadata=meta("Event worker threads", min_=1, max_=256))
     """Threads running actions."""
     queue_size: int = field(default=1000, metadata=meta("Event queue capacity", min_=1))
-    """Events waiting for a worker; beyond it POST / answers 503."""
+    """Events waiting for a worker (queued, or held behind an earlier event for the same
+    pod); beyond it POST / answers 503."""
+    queue_max_bytes: int = field(default=268435456, metadata=meta(
+        "Event queue capacity (bytes)", min_=1024))
+    """Bytes of the events waiting for a worker (each counts its request body); beyond it
+    POST / answers 503."""
     max_body_bytes: int = field(default=1048576, metadata=meta(
         "Max request body (bytes)", min_=1024))
     """Largest accepted request body."""

@@ -203,8 +203,7 @@ class Engine:
                      trace_id=event.trace_id, suppressed=held or None)
 
     def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]]) -> None:
-        self.metrics.child(self.metrics.matches, rule.name, event.rule, event.priority,
-                           event.source).inc()
+        self.metrics.match(rule.name, event.rule, event.priority, event.source)
         log.emit(logger, logging.INFO, "match", rule=rule.name, event=event.rule,
                  priority=event.priority, source=event.source, trace_id=event.trace_id)
         for action in rule.actions:

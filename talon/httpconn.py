@@ -3,9 +3,10 @@
 Layer L1: stdlib plus talon.httphead, talon.models, talon.metrics and talon.log; driven by
 talon.server, which accepts connections. `POST /` (and POST on any path but /healthz and
 /metrics, as the Go version does) decodes one event, gives it a trace id and hands it to
-`Config.accept`; 200 when accepted, 503 when the queue is full. `GET /healthz` and
-`GET /metrics` serve probes and Prometheus. Every refusal is a JSON error, logged and
-counted by reason.
+`Config.accept` with its body's size; 200 when accepted, 503 when the queue is full.
+`GET /healthz` and `GET /metrics` serve probes and Prometheus. Every refusal is a JSON
+error, logged and counted by reason. `ProbeHandler` serves a connection admitted over
+the connection cap: one `GET /healthz`, anything else is 503.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ _PROBE_PATHS = ("/healthz", "/metrics")
 class Config:
     """What every connection handler needs, shared read-only."""
 
-    accept: Callable[[models.Event], bool]
+    accept: Callable[[models.Event, int], bool]
+    """Queue an event of the given body size; False when the queue is full."""
     metrics: Metrics
     max_body_bytes: int
     read_timeout: float
@@ -147,7 +149,7 @@ class Server(Protocol):
     def date(self) -> str: ...
     def new_trace_id(self) -> str: ...
     def track_idle(self, sock: socket.socket) -> bool: ...
-    def untrack_idle(self, sock: socket.socket) -> None: ...
+    def untrack_idle(self, sock: socket.socket) -> bool: ...
     def begin_request(self) -> bool: ...
     def end_request(self) -> None: ...
 
@@ -227,9 +229,9 @@ class Handler(BaseHTTPRequestHandler):
                      remote=self._remote())
             return False
         finally:
-            self.server.untrack_idle(self.connection)
+            kept = self.server.untrack_idle(self.connection)
         self._reader.arm(self.server.config.read_timeout)
-        return bool(first)
+        return bool(first) and kept  # not kept: closed to make room for a new connection
 
     def _read_request_head(self) -> bool:
         """Read and parse the request line and headers; False when nothing is to be done."""
@@ -318,12 +320,11 @@ class Handler(BaseHTTPRequestHandler):
         if config.print_all_events:
             log.emit(logger, logging.INFO, "event", rule=event.rule, priority=event.priority,
                      source=event.source, output=event.output, trace_id=trace_id)
-        if not config.accept(event):
+        if not config.accept(event, len(body)):
             raise _Rejection(HTTPStatus.SERVICE_UNAVAILABLE, "queue_full",
                              "event queue is full, retry later",
                              headers=[("Retry-After", str(config.retry_after_seconds))])
-        config.metrics.child(config.metrics.events, event.rule, event.priority,
-                             event.source).inc()
+        config.metrics.event(event.rule, event.priority, event.source)
         self._send(HTTPStatus.OK, b"")
 
     def _read_body(self) -> bytes:
@@ -509,6 +510,50 @@ class Handler(BaseHTTPRequestHandler):
         host, port = self.client_address[:2]
         return f"{host}:{port}"
 
+
+PROBE_READ_SECONDS = 1.0
+"""Time a connection over the cap has to send its request (a probe sends it at once)."""
+
+
+class ProbeHandler(Handler):
+    """A connection admitted over the connection cap, on one of a few reserved slots, so
+    that a liveness probe is answered even while every slot is busy: one `GET /healthz`
+    (or HEAD) is served; anything else, or nothing within PROBE_READ_SECONDS, is the
+    503 a connection over the cap gets. The slot is held only while the head is read."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader.arm(min(PROBE_READ_SECONDS, self.server.config.read_timeout))
+
+    def _run_request(self) -> None:
+        self.close_connection = True
+        path = self.path if self.path == "/" else (urlsplit(self.path).path or "/")
+        if path != "/healthz" or self.command not in ("GET", "HEAD"):
+            raise self._over_cap()
+        super()._run_request()
+
+    def _timed_out(self) -> None:
+        self.close_connection = True
+        self._reject(self._over_cap())
+
+    def _over_cap(self) -> _Rejection:
+        return _Rejection(HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections",
+                          "too many open connections, retry later", close=True,
+                          headers=[("Retry-After", str(self.server.config.retry_after_seconds))])
+
+    def handle_expect_100(self) -> bool:
+        return True  # the body is never read here
+
+    def _drain_before_close(self) -> None:
+        """Drop what has already arrived, without waiting for more: the slot is scarce."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.setblocking(False)
+            for _ in range(4):
+                if not self.connection.recv(65536):
+                    break
+        except OSError:
+            pass
 
 def _discard(sock: socket.socket, seconds: float, max_bytes: int) -> None:
     """Read and drop input until EOF, `seconds` or `max_bytes`, whichever comes first."""

@@ -17,6 +17,8 @@ from http import HTTPStatus
 MAX_LINE = 65536
 """Longest request or header line accepted, as the stdlib's limit."""
 MAX_HEADERS = 100
+MAX_HEAD = 65536
+"""Most bytes of header lines accepted in one request, all lines together (431 beyond)."""
 
 _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n\x00]*?)[ \t]*\r?\n")
 _VERSION = re.compile(r"HTTP/(\d{1,10})\.(\d{1,10})")
@@ -90,12 +92,20 @@ def parse_request_line(raw: bytes) -> RequestLine:
 
 
 def parse_headers(readline: Callable[[int], bytes]) -> Headers:
-    """Read header lines up to the empty line; raises HeadError (400 or 431)."""
+    """Read header lines up to the empty line; raises HeadError (400 or 431).
+
+    Each line is read up to what is left of MAX_HEAD, so no request makes Talon hold
+    more than MAX_HEAD bytes of header lines."""
     headers = Headers()
+    left = MAX_HEAD
     for _ in range(MAX_HEADERS + 1):
-        line = readline(MAX_LINE + 1)
+        line = readline(min(MAX_LINE, left) + 1)
+        if len(line) > left:
+            raise HeadError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            f"request head over {MAX_HEAD} bytes")
         if len(line) > MAX_LINE:
             raise HeadError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header line too long")
+        left -= len(line)
         if line in (b"\r\n", b"\n"):
             return headers
         if not line.endswith(b"\n"):

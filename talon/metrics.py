@@ -4,7 +4,10 @@ Layer L1 (prometheus-client). Metric names are Falco Talon's documented ones
 (`event_total`, `match_total`, `action_total`, …) so dashboards keep working; Talon's
 additions carry a `talon_` prefix. Label values come from rules and plug-in names, not
 from raw event text, except `namespace`/`pod` on `action_total`, which the seed shows:
-they are kept (bounded by the pods acted on) but can be blanked with `pod_labels=False`.
+they are kept (bounded by the pods acted on) but can be blanked with `pod_labels=False`;
+and the event's rule name, priority and source (`event`, `priority`, `source`), which any
+client can choose: each is cut to LABEL_LENGTH characters and, past LABEL_VALUES distinct
+values per label, counted under `other`, so /metrics cannot be made to grow without end.
 The five counters are also served under the names Falco Talon 0.3+ exposes
 (`falcosecurity_falco_talon_events_total`, …), same labels and values: one collector reads
 each counter once per scrape and yields it under both names, so events pay nothing for
@@ -13,6 +16,7 @@ the second name. Each Metrics has its own CollectorRegistry, so tests get fresh 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +27,14 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 CONTENT_TYPE = _exposition.CONTENT_TYPE_LATEST
+
+LABEL_LENGTH = 256
+"""Longest label value taken from an event; longer ones are cut."""
+LABEL_VALUES = 1000
+"""Distinct values a label taken from events may have; later new values become OTHER."""
+OTHER = "other"
+_CAPPED_CACHE = 4096
+"""Most (metric, raw label values) → child shortcuts kept for event_total and match_total."""
 
 UPSTREAM_PREFIX = "falcosecurity_falco_talon_"
 """Prefix of the counter names Falco Talon 0.3+ serves (OpenTelemetry meter name)."""
@@ -55,6 +67,30 @@ def _renamed(family: Metric, name: str) -> Metric:
     out.samples = [Sample(name + s.name[cut:], s.labels, s.value, s.timestamp, s.exemplar,
                           s.native_histogram) for s in family.samples]
     return out
+
+
+class CappedLabel:
+    """Maps a value taken from an event to its label value: cut to `length` characters,
+    and `OTHER` once `limit` distinct values have been seen. A known value costs one
+    set lookup; the set never holds more than `limit` values of at most `length`."""
+
+    __slots__ = ("_known", "_length", "_limit", "_lock")
+
+    def __init__(self, limit: int = LABEL_VALUES, length: int = LABEL_LENGTH) -> None:
+        self._known: set[str] = set()
+        self._limit, self._length = limit, length
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if len(value) > self._length:
+            value = value[:self._length]
+        if value in self._known:
+            return value
+        with self._lock:
+            if len(self._known) >= self._limit:
+                return OTHER
+            self._known.add(value)
+        return value
 
 
 class Metrics:
@@ -106,7 +142,15 @@ class Metrics:
             "talon_dedup_claim_seconds", "time to claim a dedup Lease",
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
             registry=r)
+        self.dropped = Counter("talon_events_dropped", "accepted events never processed "
+                               "(still queued when the shutdown deadline passed)", ["reason"],
+                               registry=r)
+        self.queue_bytes = Gauge("talon_queue_bytes", "bytes of the events waiting for a "
+                                 "worker", registry=r)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._capped: dict[tuple[Any, ...], Any] = {}
+        self.rule_label, self.priority_label, self.source_label = (
+            CappedLabel(), CappedLabel(), CappedLabel())
 
     def child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, remembered: prometheus-client checks the labels and
@@ -118,12 +162,41 @@ class Metrics:
             found = self._children[key] = metric.labels(*values)
         return found
 
+    def event(self, rule: str, priority: str, source: str) -> None:
+        """Count one received event (`event_total`), its labels capped."""
+        key = (self.events, rule, priority, source)
+        found = self._capped.get(key)
+        if found is None:
+            found = self._capped_child(key)
+        found.inc()
+
+    def match(self, rule: str, event: str, priority: str, source: str) -> None:
+        """Count one rule matching an event (`match_total`), the event's labels capped."""
+        key = (self.matches, rule, event, priority, source)
+        found = self._capped.get(key)
+        if found is None:
+            found = self._capped_child(key)
+        found.inc()
+
+    def _capped_child(self, key: tuple[Any, ...]) -> Any:
+        """The child for `key` = (metric, *other labels, event, priority, source), the last
+        three capped; remembered (as a one-lookup shortcut) while the cache has room and
+        no value is longer than a label may be, so the cache stays bounded too."""
+        metric, *fixed, event, priority, source = key
+        found = self.child(metric, *fixed, self.rule_label(event),
+                           self.priority_label(priority), self.source_label(source))
+        if len(self._capped) < _CAPPED_CACHE and all(len(v) <= LABEL_LENGTH
+                                                      for v in key[1:]):
+            self._capped[key] = found
+        return found
+
     def action(self, *, rule: str, event: str, action: str, actionner: str, status: str,
                namespace: str = "", pod: str = "") -> None:
         """Count one action outcome."""
         if not self.pod_labels:
             namespace = pod = ""
-        self.child(self.actions, rule, event, action, actionner, status, namespace, pod).inc()
+        self.child(self.actions, rule, self.rule_label(event), action, actionner, status,
+                   namespace, pod).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -2,8 +2,13 @@
 
 Layer L4: stdlib plus talon.httpconn (one connection's requests), talon.metrics and
 talon.log. A ThreadingHTTPServer runs each connection on its own thread, up to a cap on
-open connections (beyond it: 503 and close); `stop()` refuses new requests, closes idle
-keep-alive connections and lets requests in flight finish. Plug-ins never run here.
+open connections. At the cap, the keep-alive connection idle the longest is closed to
+admit the new one (a connection in the middle of a request never is); with none idle,
+the new connection gets one of PROBE_SLOTS reserved slots, where only `GET /healthz` is
+served (anything else is 503), so a liveness probe never restarts a pod whose slots are
+all busy; with those taken too, 503 and close at once. `stop()` refuses new requests,
+closes idle keep-alive connections and lets requests in flight finish. Plug-ins never
+run here.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from typing import Any
 
 from talon import log, models
 from talon.auth import Authenticator
-from talon.httpconn import HEALTH_BODY, JSON, Config, Handler, error_body, trace_id_from
+from talon.httpconn import (
+    HEALTH_BODY,
+    JSON,
+    Config,
+    Handler,
+    ProbeHandler,
+    error_body,
+    trace_id_from,
+)
 from talon.metrics import Metrics
 from talon.tls import ServerTLS
 
@@ -32,6 +45,8 @@ __all__ = ["HEALTH_BODY", "IngestServer", "trace_id_from"]
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.1  # how soon serve_forever() notices stop()
+PROBE_SLOTS = 8
+"""Connections admitted over the cap to answer `GET /healthz` (each for ≤1 s)."""
 
 
 def _refusal(retry_after: int) -> bytes:
@@ -54,9 +69,12 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], config: Config, max_connections: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.config = config
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max = max_connections
+        self._open = 0  # connections counted against max_connections
+        self._probes = 0  # connections on a reserved slot
         self._lock = threading.Condition()
-        self._idle: set[socket.socket] = set()
+        self._idle: dict[socket.socket, None] = {}  # waiting for a request, oldest first
+        self._evicted: set[socket.socket] = set()  # closed to make room, no longer counted
         self._busy = 0
         self._stopping = False
         self._counter = 0
@@ -97,26 +115,54 @@ class _HTTPServer(ThreadingHTTPServer):
         return sock, client_address
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        handler = self._admit()
+        if handler is None:
             self._refuse(request, client_address)
             return
         self._counter += 1
-        thread = threading.Thread(target=self._serve, args=(request, client_address),
+        thread = threading.Thread(target=self._serve, args=(request, client_address, handler),
                                   name=f"talon-http-conn-{self._counter}", daemon=True)
         try:
             thread.start()
         except BaseException:
-            self._slots.release()
+            self._leave(request, handler)
             raise
 
-    def _serve(self, request: Any, client_address: Any) -> None:
+    def _admit(self) -> type[Handler] | None:
+        """The handler for a new connection, making room if need be; None to refuse."""
+        with self._lock:
+            if self._open < self._max:
+                self._open += 1
+                return Handler
+            if self._idle:  # the oldest idle connection hands its place to the new one
+                victim = next(iter(self._idle))
+                del self._idle[victim]
+                self._evicted.add(victim)
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)
+                return Handler
+            if self._probes < PROBE_SLOTS:
+                self._probes += 1
+                return ProbeHandler
+            return None
+
+    def _leave(self, request: Any, handler: type[Handler]) -> None:
+        with self._lock:
+            if handler is ProbeHandler:
+                self._probes -= 1
+            elif request in self._evicted:
+                self._evicted.discard(request)
+            else:
+                self._open -= 1
+
+    def _serve(self, request: Any, client_address: Any, handler: type[Handler]) -> None:
         try:
-            self.finish_request(request, client_address)
+            handler(request, client_address, self)
         except Exception:  # noqa: BLE001 - boundary: one connection's failure stays its own
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
-            self._slots.release()
+            self._leave(request, handler)
 
     def _refuse(self, sock: socket.socket, client_address: Any) -> None:
         """Over the cap: answer 503 from the accept loop without blocking, then close."""
@@ -146,12 +192,13 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._lock:
             if self._stopping:
                 return False
-            self._idle.add(sock)
+            self._idle[sock] = None
             return True
 
-    def untrack_idle(self, sock: socket.socket) -> None:
+    def untrack_idle(self, sock: socket.socket) -> bool:
+        """False when the connection was closed meanwhile to make room for another."""
         with self._lock:
-            self._idle.discard(sock)
+            return self._idle.pop(sock, False) is None
 
     def begin_request(self) -> bool:
         with self._lock:
@@ -178,7 +225,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class IngestServer:
     """Talon's HTTP listener; bound on construction, served by `start()`."""
 
-    def __init__(self, *, address: str, port: int, accept: Callable[[models.Event], bool],
+    def __init__(self, *, address: str, port: int, accept: Callable[[models.Event, int], bool],
                  metrics: Metrics, max_body_bytes: int = 1 << 20, max_connections: int = 256,
                  read_timeout: float = 10.0, idle_timeout: float = 60.0,
                  print_all_events: bool = False, retry_after_seconds: int = 1,

@@ -48,7 +48,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def __call__(self, event: Event) -> bool:
+    def __call__(self, event: Event, size: int = 0) -> bool:
         self.events.append(event)
         return True
 

@@ -4,7 +4,8 @@ Covers: a matched event runs a plug-in actionner (loaded through `plugins:`) wit
 sequencing rules; dry-run runs nothing and logs the final parameters; duplicates run
 once; hot reload swaps valid rules and keeps the old ones when the new ones are invalid;
 SIGHUP reloads; bad requests get 4xx and the server keeps serving; SIGTERM with queued
-events processes all of them before exiting 0; metrics move; `server --dry-run` starts
+events processes all of them before exiting 0, and past the shutdown deadline names each
+event left (trace id, rule, pod) and exits 1; metrics move; `server --dry-run` starts
 with no config file, using rules.d/, and logs what it would do for a sample event; a
 reload that names a configured notifier delivers to it; `notify_dry_run` sends dry-run
 notifications (and nothing is sent without it); the counters are served under the seed's
@@ -185,6 +186,26 @@ def test_sigterm_processes_every_queued_event(start: Launch,
     assert len(records(out, 10, timeout=1)) == 10
     assert "stopped" in server.log()
 
+
+def test_sigterm_past_the_deadline_names_every_event_left(start: Launch,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(slow_rule(out, 3), "queue_size: 3\nshutdown_timeout_seconds: 0.3\n")
+    statuses = [server.post(event(output=f"o{i}")) for i in range(8)]
+    accepted = statuses.count(200)
+    assert statuses == [200] * accepted + [503] * (8 - accepted)  # one pod: its backlog
+    assert accepted in (3, 4)  # is bounded by queue_size (the first may still be queued)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 1
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    dropped = [x for x in lines if x.get("status") == "dropped"]
+    assert len(dropped) == accepted - 1 and all(x["level"] == "warning" for x in dropped)
+    assert {(x["rule"], x["pod"]) for x in dropped} == {
+        ("Terminal shell in container", "shop/web")}
+    assert len({x["trace_id"] for x in dropped}) == accepted - 1
+    assert [x["status"] for x in lines if x.get("status") == "unfinished"] == ["unfinished"]
+    [summary] = [x for x in lines if x.get("error") == "drain timeout: events left"]
+    assert summary["dropped"] == accepted - 1 and summary["running"] == 1
 
 def test_invalid_rules_exit_1(start: Launch, tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="server exited 1"):

@@ -562,3 +562,27 @@ def test_unusable_events_are_counted_and_logged_once_a_minute(
     text = log.TextFormatter().format(lines[0])
     assert "\n" not in text and f"reason={reason}" in text
     assert world.calls == [("a", world.calls[0][1])]
+
+
+def test_match_labels_from_events_are_capped(world: World,
+                                             write_rules: Callable[..., str]) -> None:
+    path = write_rules("""
+        - rule: Any
+          actions:
+            - {action: a, actionner: t:step, parameters: {name: a}}
+        """)
+    engine = world.engine(path)
+    engine.handle(event(rule="R" * 5000, source="S" * 300))
+    for n in range(1100):  # a client sending events with made-up rule names
+        engine.handle(event(rule=f"made up {n}", source=f"src{n}"))
+    text = world.metrics.exposition().decode()
+    matches = [line for line in text.splitlines() if line.startswith("match_total{")]
+    events = {line.split('event="')[1].split('"')[0] for line in matches}
+    sources = {line.split('source="')[1].split('"')[0] for line in matches}
+    assert len(events) == 1001 and "other" in events and "R" * 256 in events
+    assert len(sources) == 1001 and "other" in sources and "S" * 256 in sources
+    assert "R" * 257 not in text and "S" * 257 not in text
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in matches) == 1101
+    actions = {line.split('event="')[1].split('"')[0] for line in text.splitlines()
+               if line.startswith("action_total{")}
+    assert actions == events  # action_total's event label maps the same way

@@ -4,7 +4,8 @@ Covers: put refuses instead of blocking when full; events for one pod run in arr
 order even with many workers; a slow event for one pod does not delay other pods; a
 handler exception of any kind (a BaseException subclass, one whose str() fails) neither
 kills the worker nor keeps its pod's ordering key held; an event whose pod field is not a
-string has no ordering key; drain waits for queued and running items.
+string has no ordering key; drain waits for queued and running items; the backlog behind
+a busy pod counts against the queue's bounds (count and bytes).
 """
 
 from __future__ import annotations
@@ -153,3 +154,40 @@ def test_drain_times_out_with_work_left() -> None:
     time.sleep(0.05)
     assert pool.drain(0.2) is False
     gate.set()
+
+
+def test_backlog_behind_a_busy_pod_counts_against_the_queue() -> None:
+    q = MemoryQueue(3)
+    started, gate = threading.Event(), threading.Event()
+
+    def handle(item: object) -> None:
+        started.set()
+        gate.wait(5)
+
+    pool = WorkerPool(q, handle, workers=2)
+    pool.start()
+    assert q.put(ev("a", 0))
+    assert started.wait(5)
+    accepted = [q.put(ev("a", n)) for n in range(1, 50)]
+    assert accepted.count(True) == 3  # held behind pod a, they still fill the queue
+    deadline = time.monotonic() + 5
+    while pool.backlog() < 3 and time.monotonic() < deadline:  # moved to pod a's backlog
+        time.sleep(0.01)
+    assert pool.backlog() == 3 and q.depth() == 3
+    assert q.put(ev("b", 99)) is False
+    gate.set()
+    assert pool.drain(5)
+    assert q.depth() == 0 and q.put(ev("b", 100))
+
+
+def test_queue_bytes_bound_and_release() -> None:
+    q = MemoryQueue(100, max_bytes=1000)
+    assert q.put(ev("a", 1), 600) and q.put(ev("a", 2), 400)
+    assert q.put(ev("a", 3), 1) is False
+    assert q.bytes_held() == 1000
+    item = q.take(0.1)
+    assert item is not None and item.size == 600
+    assert q.put(ev("a", 4), 1) is False  # taken but not started: still held
+    q.release(item)
+    assert q.bytes_held() == 400 and q.depth() == 1
+    assert q.put(ev("a", 5), 600)

@@ -42,9 +42,11 @@ class Recorder:
     def __init__(self, result: bool = True) -> None:
         self.result = result
         self.events: list[Event] = []
+        self.sizes: list[int] = []
 
-    def __call__(self, event: Event) -> bool:
+    def __call__(self, event: Event, size: int) -> bool:
         self.events.append(event)
+        self.sizes.append(size)
         return self.result
 
 
@@ -155,6 +157,7 @@ def test_accepted_event_is_handed_over_with_a_trace_id(start: Callable[..., Any]
     assert event.output_fields["k8s.pod.name"] == "web"
     assert event.tags == ("shell", "mitre")
     assert HEX32.fullmatch(event.trace_id)
+    assert recorder.sizes == [len(json.dumps(body))]  # the queue bounds bytes with it
     assert sample(metrics, "event_total", event=event.rule, priority="Warning",
                   source="syscall") == 1
 
