@@ -99,3 +99,12 @@ class Problem:
             parts.append(f"field '{self.field}'")
         prefix = ", ".join(parts)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: text` of an exception, even when its `str()` fails (a hostile `__str__`)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

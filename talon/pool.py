@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from talon import log
+from talon import errors, log
 from talon.errors import EventError
 from talon.metrics import Metrics
 from talon.models import Event
@@ -123,15 +123,6 @@ def pod_key(event: Event) -> str:
         return ""
 
 
-def _describe(exc: BaseException) -> str:
-    """`Type: text` of an exception, even when its `str()` fails."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a hostile __str__
-        text = "<no text>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class WorkerPool:
     """N worker threads draining `source`, calling `handle(item)` for each item."""
 
@@ -195,7 +186,7 @@ class WorkerPool:
                 self._run_key(me, key, item)
             except Exception as exc:  # noqa: BLE001 - e.g. the queue failed to acknowledge
                 log.emit(logger, logging.ERROR, "event", status="failure",
-                         error=f"worker error: {_describe(exc)}")
+                         error=f"worker error: {errors.describe(exc)}")
 
     def _key_of(self, item: Item) -> str:
         try:
@@ -255,7 +246,7 @@ class WorkerPool:
             self._handle(item)
         except BaseException as exc:  # noqa: BLE001 - boundary: the worker outlives any event
             log.emit(logger, logging.ERROR, "event", status="failure",
-                     error=f"event handling failed: {_describe(exc)}",
+                     error=f"event handling failed: {errors.describe(exc)}",
                      trace_id=item.event.trace_id)
         finally:
             self._source.done(item)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from talon import log
+from talon import errors, log
 from talon.errors import RulesError
 from talon.rules.model import RuleSet
 
@@ -112,7 +112,7 @@ class Reloader:
             raise
         except BaseException as exc:  # noqa: BLE001 - boundary: a reload never ends the process
             # (OSError on a file, a file gone mid-read, MemoryError, RecursionError, ...)
-            return self._kept(f"cannot load the rules: {_describe(exc)}")
+            return self._kept(f"cannot load the rules: {errors.describe(exc)}")
         self._apply(ruleset)
         log.problems(logger, ruleset.warnings)  # as at start-up: a typo'd key is not silent
         log.emit(logger, logging.INFO, "rules",
@@ -121,9 +121,3 @@ class Reloader:
         return True
 
 
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a hostile __str__
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
