@@ -103,3 +103,25 @@ def start(tmp_path: Path) -> Iterator[Launch]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def recording_rules(out: Path) -> str:
+    """One rule reacting to "Terminal shell in container" by recording into `out`."""
+    return f"""
+        - rule: React
+          match: {{rules: [Terminal shell in container]}}
+          actions:
+            - {{action: record, actionner: test:record, parameters: {{file: "{out}"}}}}
+        """
+
+
+def records(path: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+    """The test:record lines in `path`, once there are `n` (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= n:
+            break
+        time.sleep(0.05)
+    return [json.loads(line) for line in lines]

@@ -20,7 +20,7 @@ from pathlib import Path
 import trustme
 
 from talon import auth
-from tests.support import Launch, start
+from tests.support import Launch, recording_rules, records, start
 
 __all__ = ["start"]
 
@@ -35,24 +35,8 @@ def event(output: str) -> bytes:
                                                            "k8s.ns.name": "shop"}}).encode()
 
 
-def rules(out: Path) -> str:
-    return f"""
-        - rule: React
-          match: {{rules: [Terminal shell in container]}}
-          actions:
-            - {{action: record, actionner: test:record, parameters: {{file: "{out}"}}}}
-        """
-
-
 def outputs(path: Path, n: int, timeout: float = 10) -> list[str]:
-    deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= n:
-            break
-        time.sleep(0.05)
-    return [json.loads(line)["output"] for line in lines]
+    return [line["output"] for line in records(path, n, timeout)]
 
 
 def test_tls_tokens_and_signatures_through_the_real_server(start: Launch, tmp_path: Path) -> None:
@@ -63,7 +47,7 @@ def test_tls_tokens_and_signatures_through_the_real_server(start: Launch, tmp_pa
     (tmp_path / "tokens").write_text(f"{TOKEN}\n")
     (tmp_path / "secret").write_bytes(SECRET + b"\n")
     out = tmp_path / "actions.jsonl"
-    server = start(rules(out), f"""
+    server = start(recording_rules(out), f"""
         tls:
           cert_file: {tmp_path / "tls.crt"}
           key_file: {tmp_path / "tls.key"}
@@ -115,7 +99,7 @@ def test_missing_tokens_file_stops_the_start(start: Launch, tmp_path: Path) -> N
     missing = tmp_path / "no-such-tokens"
     server_log = tmp_path / "server0.log"
     try:
-        start(rules(tmp_path / "out"), f"auth: {{bearer_tokens_file: {missing}}}\n")
+        start(recording_rules(tmp_path / "out"), f"auth: {{bearer_tokens_file: {missing}}}\n")
     except AssertionError as exc:
         assert "server exited 1" in str(exc)
     else:
@@ -124,11 +108,12 @@ def test_missing_tokens_file_stops_the_start(start: Launch, tmp_path: Path) -> N
 
 
 def test_open_listener_warns_at_start_up(start: Launch, tmp_path: Path) -> None:
-    server = start(rules(tmp_path / "out"), "", "--listen-address", "0.0.0.0")
+    server = start(recording_rules(tmp_path / "out"), "", "--listen-address", "0.0.0.0")
     line = next(line for line in server.wait_log(WARNING).splitlines() if WARNING in line)
     assert json.loads(line)["level"] == "warning"
     (tmp_path / "tokens").write_text(TOKEN + "\n")
-    secured = start(rules(tmp_path / "out"), f"auth: {{bearer_tokens_file: {tmp_path}/tokens}}\n",
+    secured = start(recording_rules(tmp_path / "out"),
+                    f"auth: {{bearer_tokens_file: {tmp_path}/tokens}}\n",
                     "--listen-address", "0.0.0.0")
     assert WARNING not in secured.wait_log("listening on")
     assert secured.request("POST", "/", event("x"))[0] == 401

@@ -26,20 +26,11 @@ from typing import Any
 import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI, kube_api, kube_config
-from tests.support import Launch, Server, start
+from tests.support import Launch, Server, recording_rules, start
 
 __all__ = ["kube_api", "kube_config", "start"]
 
 LEASES = ("leases", "talon", "coordination.k8s.io/v1")
-
-
-def rules(out: Path) -> str:
-    return f"""
-        - rule: React
-          match: {{rules: [Terminal shell in container]}}
-          actions:
-            - {{action: record, actionner: test:record, parameters: {{file: "{out}"}}}}
-        """
 
 
 def config(kube_config: Path, window: int = 2, timeout: float = 2.0) -> str:
@@ -99,16 +90,17 @@ def metric(server: Server, name: str) -> float:
 @pytest.fixture
 def replicas(start: Launch, kube_config: Path, tmp_path: Path) -> Callable[..., list[Server]]:
     def launch(n: int, **kw: Any) -> list[Server]:
-        return [start(rules(tmp_path / "out.jsonl"), config(kube_config, **kw))
+        return [start(recording_rules(tmp_path / "out.jsonl"), config(kube_config, **kw))
                 for _ in range(n)]
     return launch
 
 
 def test_start_up_log_names_the_mode(start: Launch, kube_config: Path, tmp_path: Path,
                                      kube_api: FakeKubeAPI) -> None:
-    server = start(rules(tmp_path / "out.jsonl"), config(kube_config))
+    server = start(recording_rules(tmp_path / "out.jsonl"), config(kube_config))
     server.wait_log(r"cluster-wide through Leases in the namespace 'talon'")
-    local = start(rules(tmp_path / "out.jsonl"), "deduplication: {leader_election: false}")
+    local = start(recording_rules(tmp_path / "out.jsonl"),
+                  "deduplication: {leader_election: false}")
     local.wait_log(r"per process \(leader_election is false\)")
 
 

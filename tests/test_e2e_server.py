@@ -27,22 +27,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import RECORDER, ROOT, Launch, Server, start
+from tests.support import RECORDER, ROOT, Launch, Server, records, start
 
 __all__ = ["start"]
 
 SHELL_EVENT = ROOT / "tests" / "fixtures" / "events" / "falco_shell.json"
-
-
-def records(path: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= n:
-            break
-        time.sleep(0.05)
-    return [json.loads(line) for line in lines]
 
 
 def event(rule: str = "Terminal shell in container", pod: str = "web",
