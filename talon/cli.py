@@ -114,7 +114,8 @@ def _load_checked(args: argparse.Namespace, settings: config.Settings, registry:
                   strict: bool = False) -> RuleSet | None:
     configured = set(settings.notifiers) if args.config else None
     ruleset, problems = rules.check(_rules_paths(settings), registry, strict=strict,
-                                    notifiers=configured)
+                                    notifiers=configured,
+                                    protected=settings.protected.namespaces)
     _print_problems(problems)
     errors = [p for p in problems if p.severity == "error"]
     if errors:

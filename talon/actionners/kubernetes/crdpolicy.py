@@ -25,7 +25,8 @@ from talon.plugin import ActionContext, ActionError, CheckFailedError, Permissio
 REMOTE_IP_FIELDS = ("fd.sip", "fd.rip")
 """The fields the live check reads; the IP denied is `fd.rip`, else `fd.sip`."""
 REQUIRED_FIELDS = (*pods.POD_FIELDS, "fd.rip|fd.sip")
-VERBS = ("get", "create", "update")
+VERBS = ("get", "create", "update", "patch")
+"""`patch` records the expiry of a policy written with `ttl`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class PolicyAPI:
 
     def permissions(self) -> tuple[Permission, ...]:
         """Exactly what the actionner calls: GET the pod and its owner, GET/POST/PUT the
-        policy."""
+        policy, PATCH it to record a `ttl`."""
         return (rbac.PODS_GET, Permission((self.group,), (self.plural,), VERBS),
                 *rbac.OWNERS_GET)
 
@@ -190,9 +191,13 @@ def apply(ctx: ActionContext, api: PolicyAPI,
         selection = networkpolicy.select(ctx, common.get_pod(ctx))
         done = write(common.kube(ctx), api, namespace, selection.name,
                      lambda current: build(selection, current))
+        output = f"the {api.word} '{selection.name}' in the namespace '{namespace}' has " \
+                 f"been {done}"
+        if ctx.params.ttl:
+            output += networkpolicy.record_expiry(ctx, api.word, namespace, selection.name,
+                                                  done)
         return Result(
-            output=f"the {api.word} '{selection.name}' in the namespace '{namespace}' has "
-                   f"been {done}",
+            output=output,
             objects={**objects, api.word: selection.name})
 
     return common.report_failures(objects, body)
