@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from talon.actionners.kubernetes import common, networkpolicy, pods, rbac
+from talon.actionners.kubernetes import common, networkpolicy, pods, rbac, undo
 from talon.plugin import ActionContext, ActionError, CheckFailedError, Permission, Result
 
 REMOTE_IP_FIELDS = ("fd.sip", "fd.rip")
@@ -157,6 +157,8 @@ def _write(k: Any, target: _Target, build: Build) -> str:
                 _request_timeout=k.timeout)
             return "created"
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        undo.keep_mark(body, current["metadata"].get("labels"),
+                       current["metadata"].get("annotations"))
         k.custom.replace_namespaced_custom_object(
             api.group, api.version, target.namespace, api.plural, target.name, body,
             _request_timeout=k.timeout)

@@ -193,6 +193,7 @@ def _write(k: Any, body: dict[str, Any], *, retry: bool = True) -> str:
                 namespace, body, _request_timeout=k.timeout)
             return "created"
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        undo.keep_mark(body, current.metadata.labels, current.metadata.annotations)
         k.networking.replace_namespaced_network_policy(
             name, namespace, body, _request_timeout=k.timeout)
     except Exception as exc:

@@ -196,8 +196,9 @@ def _custom(plural: str, group: str, version: str, name: str) -> Kind:
                                                      **_opts(k))
 
     def patch(k: Any, ns: str, obj: str, ops: list[dict[str, Any]]) -> Any:
-        return k.custom.patch_namespaced_custom_object(group, version, ns, plural, obj, ops,
-                                                       **_opts(k))
+        return k.custom.patch_namespaced_custom_object(  # a list is sent as merge patch
+            group, version, ns, plural, obj, ops, **_opts(k),  # unless told otherwise
+            _content_type="application/json-patch+json")
 
     def listing(k: Any) -> Any:
         return k.custom.list_cluster_custom_object(group, version, plural,
@@ -280,6 +281,18 @@ def record(ctx: ActionContext, kind_name: str, namespace: str, name: str,
             raise ActionError(f"the {kind_name} '{name}' was changed but its expiry could not "
                               f"be recorded: {common.api_error(exc)}") from exc
     raise AssertionError("unreachable")
+
+
+def keep_mark(body: dict[str, Any], labels: Mapping[str, str] | None,
+              annotations: Mapping[str, str] | None) -> None:
+    """Carry the stored mark into `body`, a full replacement of a marked object (a policy
+    rewritten by a later event keeps its expiry, whether or not that event has a ttl)."""
+    meta = body.setdefault("metadata", {})
+    if (labels or {}).get(MARK_LABEL):
+        meta.setdefault("labels", {})[MARK_LABEL] = (labels or {})[MARK_LABEL]
+    if (annotations or {}).get(MARK_ANNOTATION):
+        meta.setdefault("annotations", {})[MARK_ANNOTATION] = (annotations or {})[
+            MARK_ANNOTATION]
 
 
 def added(before: Mapping[str, str] | None, wanted: Mapping[str, str]) -> dict[str, str]:
