@@ -21,7 +21,7 @@ PLUGIN_PACKAGES = ("talon.actionners", "talon.outputs", "talon.notifiers", "talo
 INDEPENDENT_LAYER = 4
 
 LAYER_TABLE: dict[int, tuple[str, ...]] = {
-    6: (LAUNCHER, "talon.__main__", "talon.cli"),
+    6: (LAUNCHER, "talon.__main__", "talon.cli", "talon.safety_cli"),
     5: ("talon.app",),  # wiring only
     4: ("talon.server", "talon.reloader", "talon.dedup", "talon.leases", "talon.pool",
         "talon.containment", "talon.governor"),
