@@ -225,7 +225,8 @@ def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Regi
         return 1
     used = _used_plugins(ruleset, settings, registry)
     needed = [p for info in used for p in info.permissions]
-    sys.stdout.write(render.cluster_role([*needed, *_support_permissions(settings, used)]))
+    sys.stdout.write(render.cluster_role(
+        [*needed, *_support_permissions(settings, ruleset, used)]))
     dd = settings.deduplication
     if dd.leader_election and dd.time_window_seconds > 0:
         sys.stdout.write("---\n" + render.lease_role(dd.lease_namespace))
@@ -233,16 +234,18 @@ def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Regi
     return 0
 
 
-def _support_permissions(settings: config.Settings,
+def _support_permissions(settings: config.Settings, ruleset: RuleSet,
                          used: list[PluginInfo]) -> tuple[Permission, ...]:
     """What Talon's own loops need: the containment expiry loop (list, patch, delete on
-    the marked kinds) and the governor's protection lookups (get pods, namespaces, nodes)."""
+    the kinds the rules mark with a ttl) and the governor's protection lookups (get pods,
+    namespaces, nodes)."""
     from talon.actionners.kubernetes import undo
 
     found: tuple[Permission, ...] = ()
     if settings.containment.enabled:
-        words = {f"{i.category}{i.name}" for i in used if i.kind == "actionner"}
-        found += undo.reconciler_permissions(words)
+        with_ttl = {a.actionner for r in ruleset.rules for a in r.actions
+                    if a.parameters.get("ttl") not in (None, "")}
+        found += undo.reconciler_permissions(with_ttl)
     disruptive = any(i.kind == "actionner" and i.disruptive for i in used)
     if disruptive and settings.protected.selector:
         found += (Permission(("",), ("pods", "namespaces", "nodes"), ("get",)),)

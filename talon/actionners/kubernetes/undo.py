@@ -351,14 +351,15 @@ def extend(k: Any, kind: Kind, obj: Mapping[str, Any], mark: Mark, until: float)
     return moved
 
 
-def reconciler_permissions(words: set[str]) -> tuple[Permission, ...]:
-    """What the expiry loop needs: list, patch (and delete for policies) on the marked kinds;
-    the Calico and Cilium policies only when `words` (the policy words in use) names them."""
-    found = [Permission(("",), ("pods", "nodes"), ("list", "patch")),
-             Permission(("networking.k8s.io",), ("networkpolicies",),
-                        ("list", "patch", "delete"))]
-    crds = {"caliconetworkpolicy": ("projectcalico.org", "networkpolicies"),
-            "ciliumnetworkpolicy": ("cilium.io", "ciliumnetworkpolicies")}
+def reconciler_permissions(actionners: set[str]) -> tuple[Permission, ...]:
+    """What the expiry loop needs to undo what `actionners` (the ones used with a ttl) mark:
+    list and patch, and delete for the policies. A kind it may not list is skipped."""
+    found: list[Permission] = []
+    if actionners & {"kubernetes:label", "kubernetes:annotation", "kubernetes:cordon"}:
+        found.append(Permission(("",), ("pods", "nodes"), ("list", "patch")))
+    policies = {"kubernetes:networkpolicy": ("networking.k8s.io", "networkpolicies"),
+                "calico:networkpolicy": ("projectcalico.org", "networkpolicies"),
+                "cilium:networkpolicy": ("cilium.io", "ciliumnetworkpolicies")}
     found += [Permission((group,), (plural,), ("list", "patch", "delete"))
-              for word, (group, plural) in crds.items() if word in words]
+              for name, (group, plural) in policies.items() if name in actionners]
     return tuple(found)
