@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     verbs.add_parser("rbac", parents=[common],
                      help="print the least-privilege ClusterRole the rules need")
     verbs.add_parser("version", help="print the version")
-    safety_cli.add_parsers(verbs, common)
+    safety_cli.add_parsers(verbs, common, common2)
     return top
 
 

@@ -28,21 +28,26 @@ def _out(text: str, stream: Any = None) -> None:
     (stream or sys.stdout).write(text + "\n")
 
 
-def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
-    """Register `containment list|release|extend` and `governor reset` under `verbs`."""
+def add_parsers(verbs: Any, common: argparse.ArgumentParser,
+                nested: argparse.ArgumentParser) -> None:
+    """Register `containment list|release|extend` and `governor reset` under `verbs`
+    (`common` and `nested`: the -c/-r options of each level)."""
     cont = verbs.add_parser("containment", parents=[common],
                             help="list, release or extend the containment in force")
     cverbs = cont.add_subparsers(dest="containment_command", metavar="ACTION", required=True)
-    cverbs.add_parser("list", help="what is contained, since when, until when, why")
-    release = cverbs.add_parser("release", help="undo a containment now")
+    cverbs.add_parser("list", parents=[nested],
+                      help="what is contained, since when, until when, why")
+    release = cverbs.add_parser("release", parents=[nested], help="undo a containment now")
     release.add_argument("object", nargs="?", metavar="OBJECT", help=OBJECT_HELP)
     release.add_argument("--all", action="store_true", help="undo every containment now")
-    extend = cverbs.add_parser("extend", help="move the expiry of a containment")
+    extend = cverbs.add_parser("extend", parents=[nested],
+                               help="move the expiry of a containment")
     extend.add_argument("object", metavar="OBJECT", help=OBJECT_HELP)
     extend.add_argument("duration", metavar="DURATION", help="90s, 30m, 2h, 1d or seconds")
     gov = verbs.add_parser("governor", parents=[common], help="reset the safety governor")
     gov.add_subparsers(dest="governor_command", metavar="ACTION", required=True).add_parser(
-        "reset", help="let disruptive actions run again after a trip to dry-run")
+        "reset", parents=[nested],
+        help="let disruptive actions run again after a trip to dry-run")
 
 
 def dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
