@@ -160,9 +160,22 @@ def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
 
 def _governor(settings: Settings, clients: Clients,
               dispatcher: notify.Dispatcher) -> governor.Governor:
+    kube = _kube_or_none(clients)
+    gov = settings.governor
+    counter: governor.Counter | None = None
+    if kube is not None and gov.budgets and gov.cluster_wide and not settings.dry_run:
+        namespace = (gov.lease_namespace or settings.deduplication.lease_namespace
+                     or kube_client.own_namespace())
+        counter = governor.LeaseCounter(
+            kube().coordination, namespace=namespace,
+            prefix=settings.deduplication.lease_name, identity=kube_client.identity(),
+            timeout=settings.deduplication.timeout_seconds)
+        log.emit(logger, logging.INFO, "init", category="governor",
+                 result=f"budgets counted cluster-wide through Leases in the namespace "
+                        f"'{namespace}'", budgets=", ".join(gov.budgets))
     return governor.Governor(
-        settings.governor, settings.protected, notify=dispatcher.submit,
-        default_notifiers=settings.default_notifiers, kube=_kube_or_none(clients),
+        gov, settings.protected, notify=dispatcher.submit,
+        default_notifiers=settings.default_notifiers, kube=kube, counter=counter,
         own_namespace=kube_client.own_namespace() if kube_client.in_cluster() else "",
         reset_file=governor.reset_path(settings))
 

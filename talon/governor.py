@@ -12,13 +12,15 @@ protocol, called once per disruptive action just before the action's checks). In
   `pod-template-hash` suffix, as the Deployment controller names it; else the pod). An
   action over any budget does not run: `throttled`. Windows are fixed (`per_seconds` long,
   aligned on the epoch) so replicas agree on them; the count is kept by a `Counter`
-  (`LocalCounter` here; `talon.budgets.LeaseCounter` shares it across replicas).
+  (`LocalCounter`, or `LeaseCounter`, which shares it across replicas through one
+  Kubernetes Lease per budget key and window, and counts locally when the API fails).
 An action counts against the budgets when the governor lets it through, whatever its
 checks and run then do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -26,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +86,96 @@ class LocalCounter:
                 return False
             self._counts[(key, window)] = used + 1
             return True
+
+
+COUNT_ANNOTATION = "talon.falco.org/count"
+LEASE_LABELS = {"talon.falco.org/dedup": "true", "app.kubernetes.io/managed-by": "falco-talon"}
+"""The dedup Leases' labels, so that the dedup sweeper deletes expired budget Leases too."""
+WARN_EVERY = 60.0
+ATTEMPTS = 5
+
+
+class LeaseCounter:
+    """Counts in a Lease per budget key and window (`<prefix>-budget-<hash>-<window>`): the
+    count is an annotation, each increment a replace carrying the resourceVersion read, so
+    two replicas never both take the last unit. On an API failure the local count decides,
+    with a warning at most once a minute."""
+
+    def __init__(self, api: Any, *, namespace: str, prefix: str, identity: str,
+                 timeout: float = 2.0, wall: Callable[[], float] = time.time) -> None:
+        self.api, self.namespace, self.prefix = api, namespace, prefix
+        self.identity, self.timeout, self._wall = identity, timeout, wall
+        self.local = LocalCounter()
+        self._warned = -WARN_EVERY
+
+    def take(self, key: str, window: int, budget: Budget) -> bool:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        name = f"{self.prefix}-budget-{digest}-{window}"
+        try:
+            for _ in range(ATTEMPTS):
+                taken = self._try(name, budget)
+                if taken is not None:
+                    return taken
+            raise TimeoutError(f"the Lease '{name}' kept changing")
+        except Exception as exc:  # noqa: BLE001 - any API failure: count locally
+            self._warn(exc)
+            return self.local.take(key, window, budget)
+
+    def _try(self, name: str, budget: Budget) -> bool | None:
+        """True/False when decided, None when another replica wrote first (try again)."""
+        opts = {"_request_timeout": self.timeout, "_preload_content": False}
+        try:
+            lease = json.loads(self.api.read_namespaced_lease(name, self.namespace,
+                                                              **opts).data)
+        except Exception as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+            return self._write(name, budget, 1, None)
+        used = _count(lease)
+        if used >= budget.max:
+            return False
+        return self._write(name, budget, used + 1, lease["metadata"]["resourceVersion"])
+
+    def _write(self, name: str, budget: Budget, count: int, version: str | None) -> bool | None:
+        if count > budget.max:
+            return False
+        stamp = datetime.fromtimestamp(self._wall(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        meta: dict[str, Any] = {"name": name, "namespace": self.namespace,
+                                "labels": LEASE_LABELS,
+                                "annotations": {COUNT_ANNOTATION: str(count)}}
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                "spec": {"holderIdentity": self.identity, "acquireTime": stamp,
+                         "renewTime": stamp, "leaseDurationSeconds": budget.per_seconds}}
+        opts = {"_request_timeout": self.timeout, "_preload_content": False}
+        try:
+            if version is None:
+                self.api.create_namespaced_lease(self.namespace, body, **opts)
+            else:
+                meta["resourceVersion"] = version
+                self.api.replace_namespaced_lease(name, self.namespace, body, **opts)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:
+                return None
+            raise
+        return True
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned < WARN_EVERY:
+            return
+        self._warned = now
+        log.emit(logger, logging.WARNING, "governor", result="budget counted in this "
+                 "replica only: the budget Lease could not be used",
+                 error=str(getattr(exc, "reason", "") or exc).splitlines()[0],
+                 namespace=self.namespace)
+
+
+def _count(lease: Mapping[str, Any]) -> int:
+    text = ((lease.get("metadata") or {}).get("annotations") or {}).get(COUNT_ANNOTATION)
+    try:
+        return max(0, int(str(text)))
+    except ValueError:
+        return 0
 
 
 def reset_path(settings: Settings) -> Path:

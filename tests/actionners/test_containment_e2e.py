@@ -181,5 +181,6 @@ def test_governor_reset_reaches_a_running_server(start: Launch, kube_api: FakeKu
         "k8s.pod.name": "web-4", "k8s.ns.name": "shop"}}) == 200
     server.wait_log(r'"governor".*reset')
     server.wait_log(r'"pod": "web-4".*"status": "throttled"')  # running again: over budget
-    assert sorted(p["metadata"]["name"] for p in kube_api.list("pods", "shop")) == [
-        "web-3", "web-4"]
+    left = sorted(p["metadata"]["name"] for p in kube_api.list("pods", "shop"))
+    assert len(left) == 2 and left[-1] == "web-4", left  # events run in parallel: any one
+    assert len(kube_api.list("leases", None)) == 1  # of the first three was throttled

@@ -200,3 +200,45 @@ def test_budgets_in_the_configuration(tmp_path: Path) -> None:
     path.write_text("rules_files: [{a: b}]\n")
     with pytest.raises(ConfigError, match="expected string"):
         config.load(str(path), env={})
+
+
+def _lease_counter(kube_config: Path) -> governor.LeaseCounter:
+    settings = config.load(None, env={}, overrides={"kubeconfig": str(kube_config)})
+    return governor.LeaseCounter(Clients(settings, timeout=5).kube().coordination,
+                                 namespace="talon", prefix="falco-talon", identity="r1")
+
+
+def test_replicas_share_the_budget_through_leases(kube_api: FakeKubeAPI,
+                                                  kube_config: Path) -> None:
+    first, second = _lease_counter(kube_config), _lease_counter(kube_config)
+    budget = governor.Budget("cluster", 2, 600)
+    assert first.take("cluster", 7, budget)
+    assert second.take("cluster", 7, budget)
+    assert not first.take("cluster", 7, budget)
+    assert not second.take("cluster", 7, budget)
+    assert second.take("cluster", 8, budget)  # a new window, a new Lease
+    leases = kube_api.list("leases", "talon")
+    assert sorted(x["metadata"]["annotations"]["talon.falco.org/count"] for x in leases) == [
+        "1", "2"]
+    assert all(x["spec"]["leaseDurationSeconds"] == 600 for x in leases)
+
+
+def test_a_conflicting_write_is_retried(kube_api: FakeKubeAPI, kube_config: Path) -> None:
+    counter = _lease_counter(kube_config)
+    budget = governor.Budget("cluster", 2, 600)
+    assert counter.take("cluster", 1, budget)
+    kube_api.fail("PUT", r"/leases/", 409, times=1)
+    assert counter.take("cluster", 1, budget)
+    assert not counter.take("cluster", 1, budget)
+    assert [r.method for r in kube_api.requests_for(path_prefix="/apis/coordination")
+            ].count("PUT") == 2
+
+
+def test_api_failure_falls_back_to_the_local_count(kube_api: FakeKubeAPI,
+                                                   kube_config: Path) -> None:
+    counter = _lease_counter(kube_config)
+    kube_api.fail("GET", r"/leases/", 500, times=None)
+    budget = governor.Budget("namespace", 1, 600)
+    assert counter.take("namespace/shop", 3, budget)
+    assert not counter.take("namespace/shop", 3, budget)
+    assert kube_api.list("leases", "talon") == []
