@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import auth, health, log, notify, rules, sdnotify, tls
+from talon import auth, containment, governor, health, log, notify, rules, sdnotify, tls
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
@@ -26,7 +26,7 @@ from talon.engine import Engine
 from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
 from talon.metrics import Metrics
-from talon.models import Delivery, Event
+from talon.models import Delivery, Event, Notification
 from talon.pool import MemoryQueue, WorkerPool
 from talon.registry import Registry
 from talon.reloader import Reloader, RuleStore
@@ -53,6 +53,7 @@ class App:
     dispatcher: notify.Dispatcher
     reloader: Reloader
     sweeper: LeaseSweeper | None = None
+    reconciler: containment.Reconciler | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -67,6 +68,8 @@ class App:
             self.reloader.start()
         if self.sweeper is not None:
             self.sweeper.start()
+        if self.reconciler is not None:
+            self.reconciler.start()
 
     def shutdown(self) -> bool:
         """Stop accepting, process what was accepted, stop every thread."""
@@ -77,6 +80,8 @@ class App:
         self.reloader.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         drained = self.pool.drain(self.settings.shutdown_timeout_seconds)
         self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
@@ -117,7 +122,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                     clients=clients, dry_run=settings.dry_run,
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
-                    print_all_events=settings.print_all_events)
+                    print_all_events=settings.print_all_events,
+                    gate=_governor(settings, clients, dispatcher))
     queue = MemoryQueue(settings.queue_size, settings.queue_max_bytes)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
@@ -140,7 +146,67 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper)
+               sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher))
+
+
+def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
+    """The shared client's getter when a cluster is configured, else None."""
+    try:
+        clients.kube()
+    except KubeConfigError:
+        return None
+    return clients.kube
+
+
+def _governor(settings: Settings, clients: Clients,
+              dispatcher: notify.Dispatcher) -> governor.Governor:
+    kube = _kube_or_none(clients)
+    gov = settings.governor
+    counter: governor.Counter | None = None
+    if kube is not None and gov.budgets and gov.cluster_wide and not settings.dry_run:
+        namespace = (gov.lease_namespace or settings.deduplication.lease_namespace
+                     or kube_client.own_namespace())
+        counter = governor.LeaseCounter(
+            kube().coordination, namespace=namespace,
+            prefix=settings.deduplication.lease_name, identity=kube_client.identity(),
+            timeout=settings.deduplication.timeout_seconds)
+        log.emit(logger, logging.INFO, "init", category="governor",
+                 result=f"budgets counted cluster-wide through Leases in the namespace "
+                        f"'{namespace}'", budgets=", ".join(gov.budgets))
+    return governor.Governor(
+        gov, settings.protected, notify=dispatcher.submit,
+        default_notifiers=settings.default_notifiers, kube=kube, counter=counter,
+        own_namespace=kube_client.own_namespace() if kube_client.in_cluster() else "",
+        reset_file=governor.reset_path(settings))
+
+
+def _reconciler(settings: Settings, clients: Clients, metrics: Metrics,
+                dispatcher: notify.Dispatcher) -> containment.Reconciler | None:
+    """The expiry loop, when enabled and a cluster is configured (never in dry-run)."""
+    if not settings.containment.enabled or settings.dry_run:
+        return None
+    kube = _kube_or_none(clients)
+    if kube is None:
+        return None
+
+    def report(item: containment.Contained, status: str, text: str) -> None:
+        mark = item.mark
+        level = logging.ERROR if status == "failure" else logging.INFO
+        log.emit(logger, level, "containment", status=status, object=item.ref,
+                 rule=mark.rule, action=mark.action, actionner=mark.actionner,
+                 output=text if status != "failure" else None,
+                 error=text if status == "failure" else None, trace_id=mark.trace_id)
+        metrics.action(rule=mark.rule, event="", action=mark.action, actionner=mark.actionner,
+                       status=status, namespace=item.namespace,
+                       pod=item.name if item.kind.name == "pod" else "")
+        if settings.default_notifiers:
+            dispatcher.submit(settings.default_notifiers, Notification(
+                message="action", status=status, trace_id=mark.trace_id, rule=mark.rule,
+                action=mark.action, actionner=mark.actionner,
+                output=text if status != "failure" else "",
+                error=text if status == "failure" else "", objects=item.objects()))
+
+    return containment.Reconciler(kube, report, interval=settings.containment.reconcile_seconds)
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from talon import __version__, catalog, config, models, plan, render, rules, suite
+from talon import __version__, catalog, config, models, plan, render, rules, safety_cli, suite
 from talon.errors import ConfigError, EventError, Problem, TalonError
-from talon.registry import Kind, PluginInfo, Registry
+from talon.registry import Kind, Permission, PluginInfo, Registry
 from talon.rules.model import RuleSet
 
 DEFAULT_CONFIG = "/etc/falco-talon/config.yaml"
@@ -38,6 +38,10 @@ def default_rules() -> list[str]:
     """Upstream's default rules file if it exists, else the rules shipped with Talon."""
     found = [p for p in DEFAULT_RULES if Path(p).exists()]
     return found or [str(shipped_rules())]
+
+
+SAFETY_VERBS = ("containment", "governor")
+"""Verbs that read the server's configuration file (its default path too), like `server`."""
 
 
 def _common(sub: bool, level: int = 1) -> argparse.ArgumentParser:
@@ -83,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     verbs.add_parser("rbac", parents=[common],
                      help="print the least-privilege ClusterRole the rules need")
     verbs.add_parser("version", help="print the version")
+    safety_cli.add_parsers(verbs, common, common2)
     return top
 
 
@@ -114,7 +119,8 @@ def _load_checked(args: argparse.Namespace, settings: config.Settings, registry:
                   strict: bool = False) -> RuleSet | None:
     configured = set(settings.notifiers) if args.config else None
     ruleset, problems = rules.check(_rules_paths(settings), registry, strict=strict,
-                                    notifiers=configured)
+                                    notifiers=configured,
+                                    protected=settings.protected.namespaces)
     _print_problems(problems)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
@@ -218,12 +224,32 @@ def cmd_rbac(args: argparse.Namespace, settings: config.Settings, registry: Regi
     if ruleset is None:
         return 1
     used = _used_plugins(ruleset, settings, registry)
-    sys.stdout.write(render.cluster_role(p for info in used for p in info.permissions))
+    needed = [p for info in used for p in info.permissions]
+    sys.stdout.write(render.cluster_role(
+        [*needed, *_support_permissions(settings, ruleset, used)]))
     dd = settings.deduplication
     if dd.leader_election and dd.time_window_seconds > 0:
         sys.stdout.write("---\n" + render.lease_role(dd.lease_namespace))
     sys.stdout.write(render.cloud_permissions(used))
     return 0
+
+
+def _support_permissions(settings: config.Settings, ruleset: RuleSet,
+                         used: list[PluginInfo]) -> tuple[Permission, ...]:
+    """What Talon's own loops need: the containment expiry loop (list, patch, delete on
+    the kinds the rules mark with a ttl) and the governor's protection lookups (get pods,
+    namespaces, nodes)."""
+    from talon.actionners.kubernetes import undo
+
+    found: tuple[Permission, ...] = ()
+    if settings.containment.enabled:
+        with_ttl = {a.actionner for r in ruleset.rules for a in r.actions
+                    if a.parameters.get("ttl") not in (None, "")}
+        found += undo.reconciler_permissions(with_ttl)
+    disruptive = any(i.kind == "actionner" and i.disruptive for i in used)
+    if disruptive and settings.protected.selector:
+        found += (Permission(("",), ("pods", "namespaces", "nodes"), ("get",)),)
+    return found
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -241,7 +267,9 @@ def cmd_server(args: argparse.Namespace, settings: config.Settings, registry: Re
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "version":
         return cmd_version(args)
-    settings = _settings(args, server=args.command == "server")
+    settings = _settings(args, server=args.command in ("server", *SAFETY_VERBS))
+    if args.command in SAFETY_VERBS:
+        return safety_cli.dispatch(args, settings)
     registry = catalog.registry(settings.plugins)
     if args.command == "server":
         return cmd_server(args, settings, registry)

@@ -79,6 +79,37 @@ def _namespace(value: str) -> str:
     return text
 
 
+BUDGET_SCOPES = ("cluster", "namespace", "owner")
+PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""Default protected namespaces (talon.rules.validate keeps the same tuple for `check`)."""
+
+
+def budget_text(item: Any) -> str:
+    """A budget as `scope:max/per_seconds`, from that text or a {scope, max, per_seconds} map."""
+    if isinstance(item, Mapping):
+        unknown = set(item) - {"scope", "max", "per_seconds"}
+        if unknown:
+            raise ValueError(f"unknown budget key(s) {sorted(map(str, unknown))}")
+        item = f"{item.get('scope')}:{item.get('max')}/{item.get('per_seconds')}"
+    match = re.fullmatch(r"\s*(\w+)\s*:\s*(\d+)\s*/\s*(\d+)\s*", str(item))
+    if match is None or match.group(1) not in BUDGET_SCOPES or int(match.group(3)) <= 0:
+        raise ValueError(f"budget {item!r}: expected scope:max/per_seconds with a scope among "
+                         f"{', '.join(BUDGET_SCOPES)} and per_seconds > 0")
+    return f"{match.group(1)}:{int(match.group(2))}/{int(match.group(3))}"
+
+
+def _budgets(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(budget_text(item) for item in items)
+
+
+def _selector(value: str) -> str:
+    for term in filter(None, (t.strip() for t in value.split(","))):
+        key, eq, _value = term.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"'{term}' is not key=value")
+    return value.strip()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OtelSettings:
     """OpenTelemetry export (section `otel`)."""
@@ -124,6 +155,54 @@ class DedupSettings:
     """Longest a claim may take; past it the event is deduplicated locally and acted on."""
     max_entries: int = field(default=100000, metadata=meta("Max keys remembered", min_=1))
     """Upper bound on the keys remembered in the window (oldest dropped first)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainmentSettings:
+    """Expiry of the changes made with a `ttl` (section `containment`)."""
+
+    enabled: bool = field(default=True, metadata=meta("Undo expired containment"))
+    """Run the loop that undoes what Talon marked once its ttl has passed."""
+    reconcile_seconds: float = field(default=30.0, metadata=meta(
+        "Expiry check interval (s)", gt=0))
+    """How often the marked objects are listed and the expired ones undone."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GovernorSettings:
+    """Budgets of disruptive actions (section `governor`)."""
+
+    budgets: tuple[str, ...] = field(default=(), metadata=meta(
+        "Budgets: scope:max/per_seconds (scope: cluster, namespace, owner)",
+        check=_budgets))
+    """At most `max` disruptive actions per `per_seconds` in each scope; in YAML either
+    `{scope: namespace, max: 5, per_seconds: 600}` or `namespace:5/600`."""
+    trip_to_dry_run: bool = field(default=False, metadata=meta(
+        "Go dry-run when a budget is exceeded"))
+    """Once a budget is exceeded, every disruptive action is dry-run until
+    `talon governor reset` (or a restart)."""
+    reset_file: str = field(default="", metadata=meta(
+        "File `governor reset` touches (watched)"))
+    """The server resets a trip when this file is written after it; empty = a file named
+    after the listen port in the temporary folder."""
+    lease_namespace: str = field(default="", metadata=meta(
+        "Namespace of the budget Leases", check=_namespace))
+    """Where the cluster-wide counts live; empty = the dedup Lease namespace."""
+    cluster_wide: bool = field(default=True, metadata=meta(
+        "Count across replicas through Leases"))
+    """With a reachable cluster, replicas share their counts (local count on API errors)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectedSettings:
+    """Workloads disruptive actions leave alone (section `protected`)."""
+
+    namespaces: tuple[str, ...] = field(default=PROTECTED_NAMESPACES, metadata=meta(
+        "Protected namespaces (plus Talon's own)"))
+    """Disruptive actions skip pods in these namespaces and in Talon's own namespace."""
+    selector: str = field(default="talon.falco.org/protected=true", metadata=meta(
+        "Protection label selector (pod, namespace or node)", check=_selector))
+    """`key=value[,key=value]`: a pod, its namespace or its node carrying it is protected."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -299,6 +378,12 @@ class Settings:
     """TLS on the listener."""
     auth: AuthSettings = field(default_factory=AuthSettings)
     """Authentication of ingest and /metrics."""
+    containment: ContainmentSettings = field(default_factory=ContainmentSettings)
+    """Expiry of changes made with a ttl."""
+    governor: GovernorSettings = field(default_factory=GovernorSettings)
+    """Budgets of disruptive actions."""
+    protected: ProtectedSettings = field(default_factory=ProtectedSettings)
+    """Workloads disruptive actions leave alone."""
 
     def secrets(self, registry: Registry | None = None) -> frozenset[str]:
         """The secret values present (keys, passwords, tokens), for the logger to mask.

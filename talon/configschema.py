@@ -120,8 +120,12 @@ def _to_list(value: Any, from_env: bool) -> tuple[str, ...]:
         return tuple(item.strip() for item in value.split(",") if item.strip())
     if not isinstance(value, list | tuple):
         raise ValueError(f"expected a list or a comma-separated string, got {show(value)}")
-    items = []
+    items: list[Any] = []
     for index, item in enumerate(value):
+        if isinstance(item, Mapping) and item and all(
+                isinstance(v, str | int | float) for v in item.values()):
+            items.append(dict(item))  # a list of small records; the field's check reads it
+            continue
         if isinstance(item, Mapping | list | tuple) or item is None:
             raise ValueError(f"item {index}: expected string, got {show(item)}")
         items.append(_to_str(item, from_env))
@@ -130,6 +134,13 @@ def _to_list(value: Any, from_env: bool) -> tuple[str, ...]:
 
 _CONVERT: dict[str, Callable[[Any, bool], Any]] = {
     "str": _to_str, "int": _to_int, "float": _to_float, "bool": _to_bool, "list": _to_list}
+
+
+def _only_text(items: tuple[Any, ...], *, records: bool) -> None:
+    """A list setting holds strings; maps only where a check turns them into strings."""
+    for index, item in enumerate(items):
+        if not isinstance(item, str) and not records:
+            raise ValueError(f"item {index}: expected string, got {show(item)}")
 
 
 def check_range(f: Field, value: Any) -> None:
@@ -150,6 +161,8 @@ def check_range(f: Field, value: Any) -> None:
 def convert(f: Field, value: Any, *, from_env: bool) -> Any:
     """The typed, checked value of `f`; raises ValueError with the reason."""
     result = _CONVERT[f.kind](value, from_env)
+    if f.kind == "list":
+        _only_text(result, records=f.check is not None)
     if f.check is not None:
         result = f.check(result)
     check_range(f, result)

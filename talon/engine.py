@@ -27,9 +27,9 @@ from typing import Any, Protocol
 from talon import log, params, plan
 from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
-from talon.models import Event, Notification, Result, Status
+from talon.models import Event, Notification, Result, Status, Verdict
 from talon.plugin import ActionContext, OutputContext
-from talon.registry import Plugin, Registry
+from talon.registry import Plugin, PluginInfo, Registry
 from talon.rules.matching import PRIORITIES
 from talon.rules.model import Action, Rule, RuleSet
 
@@ -52,6 +52,14 @@ class DuplicateFilter(Protocol):
     a protocol because the engine, L3, does not import L4 modules)."""
 
     def is_duplicate(self, event: Event) -> bool: ...
+
+
+class Gate(Protocol):
+    """Decides, just before a disruptive action's checks, whether it runs as asked
+    (talon.governor.Governor: budgets and protected workloads); None means run."""
+
+    def decide(self, event: Event, rule: Rule, action: Action,
+               info: PluginInfo) -> Verdict | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +101,15 @@ class Engine:
                  dedup: DuplicateFilter | None = None, clients: Any = None,
                  dry_run: bool = False, notify_dry_run: bool = False,
                  action_timeout: float = 120.0, print_all_events: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, gate: Gate | None = None
+                 ) -> None:
         self.registry, self.rules, self.metrics = registry, rules, metrics
         self.notify_sink, self.default_notifiers = notify, default_notifiers
         self.dedup, self.clients = dedup, clients
         self.dry_run, self.action_timeout = dry_run, action_timeout
         self.notify_dry_run = notify_dry_run
         self.print_all_events = print_all_events
+        self.gate = gate
         self._unusable = log.Throttle(60.0, clock)
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
@@ -224,6 +234,11 @@ class Engine:
         if self.dry_run or rule.dry_run:
             self._dry_run(event, rule, action, step)
             return Outcome(True, "dry_run")
+        # The governor's hook: a disruptive action may be held here (throttled, protected)
+        # or turned to dry-run, before its checks and run.
+        verdict = self.gate.decide(event, rule, action, plugin.info) if self.gate else None
+        if verdict is not None:
+            return self._held(event, rule, action, step, verdict)
         try:
             result = self._execute(event, rule, action, plugin, step)
         except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
@@ -257,6 +272,18 @@ class Engine:
                 action=action.name, actionner=action.actionner, event=event.output,
                 priority=event.priority, source=event.source, output=DRY_RUN_OUTPUT,
                 objects=objects))
+
+    def _held(self, event: Event, rule: Rule, action: Action, step: plan.Step,
+              verdict: Verdict) -> Outcome:
+        """Report an action the governor did not let run as asked (counts as done)."""
+        if verdict.status == "dry_run":
+            self._dry_run(event, rule, action, step)
+            return Outcome(True, "dry_run")
+        namespace, pod = _target_names(event)
+        objects = {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
+        self._finish(event, rule, action, Status(verdict.status), output=verdict.reason,
+                     objects=objects)
+        return Outcome(True, verdict.status)
 
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
                  step: plan.Step) -> Result:

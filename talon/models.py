@@ -338,9 +338,24 @@ class Status(StrEnum):
     FAILURE = "failure"
     IGNORED = "ignored"
     IN_PROGRESS = "in_progress"
+    THROTTLED = "throttled"
+    """A disruptive action over a governor budget: not run."""
+    PROTECTED = "protected"
+    """A disruptive action on a protected workload: not run."""
+    REVERTED = "reverted"
+    """A change made with a `ttl` was undone."""
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a disruptive action does not run as asked: `throttled`, `protected` or `dry_run`
+    (the governor's decision, taken just before the action's checks)."""
+
+    status: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -105,7 +105,12 @@ def _coerce(tp: Any, value: Any, name: str, out: list[ParamProblem]) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, name, out)
+        for candidate in inner[:-1]:  # `str | int`: the first type that takes the value
+            tried: list[ParamProblem] = []
+            found = _coerce(candidate, value, name, tried)
+            if not tried:
+                return found
+        return _coerce(inner[-1], value, name, out)
     if tp is Any:
         return value
     if origin is Literal:

@@ -57,6 +57,9 @@ class PluginInfo:
     secrets: tuple[str, ...] = ()
     """Settings that must never be logged (notifiers)."""
     example: str = ""
+    disruptive: bool = False
+    """Whether the action disrupts a workload (terminate, delete, drain, cordon, network
+    policies, exec, script, captures): the governor's budgets and protection apply to it."""
 
     @property
     def fullname(self) -> str:

@@ -284,10 +284,10 @@ def test_rbac_rules_of_some_actionners() -> None:
     pods_get = Permission(("",), ("pods",), ("get",))
     assert _actionner("calico:networkpolicy").permissions == (
         pods_get, Permission(("projectcalico.org",), ("networkpolicies",),
-                             ("get", "create", "update")), *owners)
+                             ("get", "create", "update", "patch")), *owners)
     assert _actionner("cilium:networkpolicy").permissions == (
         pods_get, Permission(("cilium.io",), ("ciliumnetworkpolicies",),
-                             ("get", "create", "update")), *owners)
+                             ("get", "create", "update", "patch")), *owners)
     assert _actionner("aws:lambda").cloud_permissions.count("lambda:GetFunction") == 1
 
 
@@ -356,11 +356,12 @@ def test_drain_defaults_and_ignore_errors_spellings() -> None:
         "max_wait_period", "must be >= 0, got -5")
 
 
-@pytest.mark.parametrize("cls", [targets.DeleteParams, nodes.CordonParams])
-def test_no_parameter_actionners_report_unknown_keys(cls: type) -> None:
+@pytest.mark.parametrize(("cls", "known"), [(targets.DeleteParams, "none"),
+                                           (nodes.CordonParams, "ttl")])
+def test_no_parameter_actionners_report_unknown_keys(cls: type, known: str) -> None:
     assert ok(cls, {}) == cls()
     assert problem(cls, {"tail_lines": 200}) == (
-        "tail_lines", "unknown parameter; known parameters: none", "warning")
+        "tail_lines", f"unknown parameter; known parameters: {known}", "warning")
 
 
 # --- label and annotation -----------------------------------------------------------------

@@ -558,10 +558,12 @@ def test_env_vars_table_covers_every_setting() -> None:
         ("otel", config.OtelSettings), ("deduplication", config.DedupSettings),
         ("aws", config.AwsSettings), ("minio", config.MinioSettings),
         ("gcp", config.GcpSettings), ("tls", config.TlsSettings),
-        ("auth", config.AuthSettings)] for f in dataclasses.fields(cls)}
+        ("auth", config.AuthSettings), ("containment", config.ContainmentSettings),
+        ("governor", config.GovernorSettings), ("protected", config.ProtectedSettings)]
+        for f in dataclasses.fields(cls)}
     top = {f.name for f in dataclasses.fields(config.Settings)
            if f.name not in {"otel", "deduplication", "aws", "minio", "gcp", "notifiers",
-                             "tls", "auth"}}
+                             "tls", "auth", "containment", "governor", "protected"}}
     assert leaves | top | {"notifiers.<name>.<setting>"} == set(rows)
     assert all(row[3] for row in config.ENV_VARS)
 
@@ -572,6 +574,10 @@ def _sample(key: str, default: object) -> tuple[str, object]:
         return "json", "json"
     if key == "deduplication.key":
         return "rule", ("rule",)
+    if key == "governor.budgets":
+        return "namespace:5/600, cluster: 20/60", ("namespace:5/600", "cluster:20/60")
+    if key == "protected.selector":
+        return "a=b", "a=b"
     if isinstance(default, bool):
         return str(not default).lower(), not default
     if isinstance(default, int | float):

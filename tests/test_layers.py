@@ -21,9 +21,10 @@ PLUGIN_PACKAGES = ("talon.actionners", "talon.outputs", "talon.notifiers", "talo
 INDEPENDENT_LAYER = 4
 
 LAYER_TABLE: dict[int, tuple[str, ...]] = {
-    6: (LAUNCHER, "talon.__main__", "talon.cli"),
+    6: (LAUNCHER, "talon.__main__", "talon.cli", "talon.safety_cli"),
     5: ("talon.app",),  # wiring only
-    4: ("talon.server", "talon.reloader", "talon.dedup", "talon.leases", "talon.pool"),
+    4: ("talon.server", "talon.reloader", "talon.dedup", "talon.leases", "talon.pool",
+        "talon.containment", "talon.governor"),
     3: (
         "talon.engine", "talon.notify", "talon.rules.validate",
         "talon.rules",  # the package __init__ imports rules.validate (L3)
@@ -39,7 +40,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.actionners.kubernetes.execs",
         "talon.actionners.kubernetes.networkpolicy", "talon.actionners.kubernetes.nodes",
         "talon.actionners.kubernetes.pods", "talon.actionners.kubernetes.rbac",
-        "talon.actionners.kubernetes.targets",
+        "talon.actionners.kubernetes.targets", "talon.actionners.kubernetes.undo",
         "talon.outputs", "talon.outputs._naming", "talon.outputs.aws", "talon.outputs.gcp",
         "talon.outputs.local",
         "talon.outputs.minio",

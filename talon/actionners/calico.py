@@ -104,7 +104,8 @@ def policy_body(selection: networkpolicy.Selection, p: CalicoNetworkPolicyParams
 
 
 @actionner(
-    "calico", "networkpolicy", params=CalicoNetworkPolicyParams,
+    "calico", "networkpolicy",
+    disruptive=True, params=CalicoNetworkPolicyParams,
     checks=(crdpolicy.check_remote_ip, common.pod_exists),
     description="Create a Calico Network Policy to block the egress traffic to a specific IP",
     required_fields=crdpolicy.REQUIRED_FIELDS, requires=pods.REQUIRES,

@@ -78,7 +78,8 @@ def policy_body(selection: networkpolicy.Selection, p: CiliumNetworkPolicyParams
 
 
 @actionner(
-    "cilium", "networkpolicy", params=CiliumNetworkPolicyParams,
+    "cilium", "networkpolicy",
+    disruptive=True, params=CiliumNetworkPolicyParams,
     checks=(crdpolicy.check_remote_ip, common.pod_exists),
     description="Create a Cilium Network Policy to block the egress traffic to a specific IP",
     required_fields=crdpolicy.REQUIRED_FIELDS, requires=pods.REQUIRES,

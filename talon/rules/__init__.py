@@ -16,9 +16,11 @@ from talon.rules.model import RuleSet
 
 
 def check(paths: Iterable[str], registry: Registry, *, strict: bool = False,
-          notifiers: Collection[str] | None = None) -> tuple[RuleSet, list[Problem]]:
+          notifiers: Collection[str] | None = None,
+          protected: Collection[str] | None = None) -> tuple[RuleSet, list[Problem]]:
     """The RuleSet and all problems; with `strict`, warnings count as errors."""
-    ruleset, problems = validate.build(loader.read(paths), registry, notifiers=notifiers)
+    ruleset, problems = validate.build(loader.read(paths), registry, notifiers=notifiers,
+                                       protected=protected)
     if strict:
         problems = [dataclasses.replace(p, severity="error") for p in problems]
     return ruleset, problems

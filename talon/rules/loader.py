@@ -21,7 +21,8 @@ from talon.errors import Problem
 
 ACTION_KEYS = ("action", "description", "actionner", "continue", "ignore_errors",
                "parameters", "output", "additional_contexts", "contexts")
-RULE_KEYS = ("rule", "description", "match", "actions", "continue", "dry_run", "notifiers")
+RULE_KEYS = ("rule", "description", "match", "actions", "continue", "dry_run", "notifiers",
+             "allow_protected")
 MATCH_KEYS = ("rules", "priority", "tags", "output_fields", "source")
 OUTPUT_KEYS = ("target", "parameters")
 
@@ -236,7 +237,7 @@ def _fold_action(first: Item, later: Item, out: Loaded) -> None:
 def _fold_rule(first: Item, later: Item, out: Loaded) -> None:
     """A later rule with the same name overrides/appends (reference §2.4)."""
     f, l_ = first.data, later.data
-    for key in ("continue", "dry_run", "description"):
+    for key in ("continue", "dry_run", "description", "allow_protected"):
         if _set(l_.get(key)):
             f[key] = l_[key]
     for key in ("notifiers", "actions"):

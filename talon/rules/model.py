@@ -83,6 +83,8 @@ class Rule:
     continue_: bool | None = None
     dry_run: bool | None = None
     notifiers: tuple[str, ...] = ()
+    allow_protected: bool = False
+    """Disruptive actions of this rule may act on protected workloads."""
     file: str = ""
     line: int | None = None
     index: int = 0

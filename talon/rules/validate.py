@@ -20,6 +20,9 @@ from talon.registry import Registry
 from talon.rules import loader, matching
 from talon.rules.model import Action, Match, OutputSpec, Rule, RuleSet
 
+PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""The default of `protected.namespaces` (see talon.config.ProtectedSettings)."""
+
 
 @dataclasses.dataclass(slots=True)
 class _Ctx:
@@ -28,6 +31,7 @@ class _Ctx:
     problems: list[Problem]
     registry: Registry
     notifiers: Collection[str] | None
+    protected: Collection[str] = PROTECTED_NAMESPACES
     file: str = ""
     line: int | None = None
     rule: str = ""
@@ -268,9 +272,41 @@ def _rule(item: loader.Item, index: int, ctx: _Ctx) -> Rule:
             built = _action(entry, ctx)
             if built is not None:
                 actions.append(built)
-    return Rule(name=ctx.rule, description=description, match=match, actions=tuple(actions),
+    rule = Rule(name=ctx.rule, description=description, match=match, actions=tuple(actions),
                 continue_=continue_, dry_run=dry_run, notifiers=notifiers, file=item.file,
-                line=item.line, index=index)
+                line=item.line, index=index,
+                allow_protected=_bool(data, "allow_protected", ctx) is True)
+    _warn_if_protected_only(rule, ctx)
+    return rule
+
+
+def _pinned_namespace(entry: str) -> str | None:
+    """The namespace an output_fields entry (`a=b, c=d`, all required) pins, if any."""
+    for term in entry.split(","):
+        key, eq, value = term.partition("=")
+        if eq and not key.endswith("!") and key.strip() == "k8s.ns.name":
+            return value.strip()
+    return None
+
+
+def _warn_if_protected_only(rule: Rule, ctx: _Ctx) -> None:
+    """Warn when every event the rule matches is in a protected namespace while its
+    disruptive actions would skip protected targets (no `allow_protected`)."""
+    entries = rule.match.output_fields
+    if rule.allow_protected or not entries:
+        return
+    pinned = {_pinned_namespace(entry) for entry in entries}
+    if None in pinned or not pinned <= set(ctx.protected):
+        return
+    for action in rule.actions:
+        if ctx.registry.has("actionner", action.actionner) and ctx.registry.get(
+                "actionner", action.actionner).info.disruptive:
+            ctx.action = action.name
+            ctx.add(f"'{action.actionner}' is disruptive and the rule only matches the "
+                    f"protected namespace(s) {', '.join(sorted(map(str, pinned)))}: it will "
+                    f"never run (set allow_protected: true on the rule if it must)",
+                    "match.output_fields", severity="warning")
+    ctx.action = ""
 
 
 def _blocks(loaded: loader.Loaded, rules: list[Rule], ctx: _Ctx) -> list[Action]:
@@ -290,9 +326,12 @@ def _blocks(loaded: loader.Loaded, rules: list[Rule], ctx: _Ctx) -> list[Action]
 
 
 def build(loaded: loader.Loaded, registry: Registry, *,
-          notifiers: Collection[str] | None = None) -> tuple[RuleSet, list[Problem]]:
-    """The RuleSet and every problem (errors and warnings) found while building it."""
-    ctx = _Ctx(list(loaded.problems), registry, notifiers)
+          notifiers: Collection[str] | None = None,
+          protected: Collection[str] | None = None) -> tuple[RuleSet, list[Problem]]:
+    """The RuleSet and every problem (errors and warnings) found while building it;
+    `protected`: the protected namespaces (the default ones when None)."""
+    ctx = _Ctx(list(loaded.problems), registry, notifiers,
+               PROTECTED_NAMESPACES if protected is None else tuple(protected))
     rules = [_rule(item, i, ctx) for i, item in enumerate(loaded.rules.values())]
     blocks = _blocks(loaded, rules, ctx)
     ruleset = RuleSet(rules=tuple(rules), actions=tuple(blocks), files=tuple(loaded.files),

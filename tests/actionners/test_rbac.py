@@ -49,7 +49,7 @@ def _metadata(actionner: str, key: str) -> Scenario:
         kube_api.add(pod())
         kube_api.add(node())
         ok(act(rules(actionner, {key: {"a": "1"}}), event()))
-        ok(act(rules(actionner, {key: {"b": "2"}, "level": "node"}), event()))
+        ok(act(rules(actionner, {key: {"b": "2"}, "level": "node", "ttl": "1m"}), event()))
     return run
 
 
@@ -65,7 +65,7 @@ def _policy(actionner: str) -> Scenario:
         kube_api.add(workload("StatefulSet", "db", {"app": "db"}))
         for name in owners:
             ok(act(rules(actionner), event(name, **{"fd.rip": "203.0.113.9"})))
-        ok(act(rules(actionner, {"allow_cidr": ["10.0.0.0/8"]}),
+        ok(act(rules(actionner, {"allow_cidr": ["10.0.0.0/8"], "ttl": "1h"}),
                event(**{"fd.rip": "203.0.113.10"})))
     return run
 
@@ -92,6 +92,7 @@ def cordon(act: Act, kube_api: FakeKubeAPI, out: Path) -> None:
     kube_api.add(pod())
     kube_api.add(node())
     ok(act(rules("kubernetes:cordon"), event()))
+    ok(act(rules("kubernetes:cordon", {"ttl": "10m"}), event()))
 
 
 def drain(act: Act, kube_api: FakeKubeAPI, out: Path) -> None:

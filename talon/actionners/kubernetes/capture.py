@@ -277,7 +277,8 @@ def _tcpdump(ctx: ActionContext, namespace: str, name: str,
 
 
 @actionner(
-    pods.CATEGORY, "tcpdump", checks=(common.pod_exists,), params=TcpdumpParams,
+    pods.CATEGORY, "tcpdump",
+    disruptive=True, checks=(common.pod_exists,), params=TcpdumpParams,
     description="Capture the network packets for the pod",
     default_continue=False, require_output=True,
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
@@ -412,7 +413,8 @@ def _sysdig(ctx: ActionContext, namespace: str, name: str, objects: dict[str, st
 
 
 @actionner(
-    pods.CATEGORY, "sysdig", checks=(common.pod_exists,), params=SysdigParams,
+    pods.CATEGORY, "sysdig",
+    disruptive=True, checks=(common.pod_exists,), params=SysdigParams,
     description="Capture the syscalls of the pod (or of its node) with sysdig",
     default_continue=False, require_output=True,
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,

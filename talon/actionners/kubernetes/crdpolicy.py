@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from talon.actionners.kubernetes import common, networkpolicy, pods, rbac
+from talon.actionners.kubernetes import common, networkpolicy, pods, rbac, undo
 from talon.plugin import ActionContext, ActionError, CheckFailedError, Permission, Result
 
 REMOTE_IP_FIELDS = ("fd.sip", "fd.rip")
 """The fields the live check reads; the IP denied is `fd.rip`, else `fd.sip`."""
 REQUIRED_FIELDS = (*pods.POD_FIELDS, "fd.rip|fd.sip")
-VERBS = ("get", "create", "update")
+VERBS = ("get", "create", "update", "patch")
+"""`patch` records the expiry of a policy written with `ttl`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class PolicyAPI:
 
     def permissions(self) -> tuple[Permission, ...]:
         """Exactly what the actionner calls: GET the pod and its owner, GET/POST/PUT the
-        policy."""
+        policy, PATCH it to record a `ttl`."""
         return (rbac.PODS_GET, Permission((self.group,), (self.plural,), VERBS),
                 *rbac.OWNERS_GET)
 
@@ -156,6 +157,8 @@ def _write(k: Any, target: _Target, build: Build) -> str:
                 _request_timeout=k.timeout)
             return "created"
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        undo.keep_mark(body, current["metadata"].get("labels"),
+                       current["metadata"].get("annotations"))
         k.custom.replace_namespaced_custom_object(
             api.group, api.version, target.namespace, api.plural, target.name, body,
             _request_timeout=k.timeout)
@@ -190,9 +193,13 @@ def apply(ctx: ActionContext, api: PolicyAPI,
         selection = networkpolicy.select(ctx, common.get_pod(ctx))
         done = write(common.kube(ctx), api, namespace, selection.name,
                      lambda current: build(selection, current))
+        output = f"the {api.word} '{selection.name}' in the namespace '{namespace}' has " \
+                 f"been {done}"
+        if ctx.params.ttl:
+            output += networkpolicy.record_expiry(ctx, api.word, namespace, selection.name,
+                                                  done)
         return Result(
-            output=f"the {api.word} '{selection.name}' in the namespace '{namespace}' has "
-                   f"been {done}",
+            output=output,
             objects={**objects, api.word: selection.name})
 
     return common.report_failures(objects, body)

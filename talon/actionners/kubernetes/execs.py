@@ -259,7 +259,8 @@ def _command(ctx: ActionContext, prepare: Callable[[], Prepared]) -> Result:
 
 
 @actionner(
-    pods.CATEGORY, "exec", checks=(common.pod_exists,), params=ExecParams,
+    pods.CATEGORY, "exec",
+    disruptive=True, checks=(common.pod_exists,), params=ExecParams,
     description="Exec a command in a pod",
     use_context=True, required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
     permissions=EXEC_PERMISSIONS, example=EXEC_EXAMPLE,
@@ -298,7 +299,8 @@ def _script_argv(ctx: ActionContext) -> Prepared:
 
 
 @actionner(
-    pods.CATEGORY, "script", checks=(common.pod_exists,), params=ScriptParams,
+    pods.CATEGORY, "script",
+    disruptive=True, checks=(common.pod_exists,), params=ScriptParams,
     description="Run a script in a pod",
     use_context=True, required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
     permissions=EXEC_PERMISSIONS, example=SCRIPT_EXAMPLE,

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon.actionners.kubernetes import common, pods, rbac
+from talon.actionners.kubernetes import common, pods, rbac, undo
 from talon.plugin import ActionContext, ActionError, ParamValueError, Permission, Result, actionner
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -34,9 +34,12 @@ class NetworkPolicyParams:
         "help": "CIDRs to allow anyway, e.g. private subnets (\"10.0.0.0/8\")"})
     allow_namespaces: tuple[str, ...] = field(default=(), metadata={
         "help": "Namespaces whose pods stay reachable anyway"})
+    ttl: str | int = field(default="", metadata={
+        "help": undo.TTL_HELP + "; the policy is deleted then, if Talon created it"})
 
     def __post_init__(self) -> None:
         """Raise ParamValueError naming the first CIDR or namespace that is not valid."""
+        undo.check_ttl(self.ttl)
         for index, cidr in enumerate(self.allow_cidr):
             try:
                 if "/" not in cidr:
@@ -54,9 +57,10 @@ class NetworkPolicyParams:
 
 
 def policy_permissions(api_group: str, resource: str) -> tuple[Permission, ...]:
-    """RBAC of a network policy actionner: read pods and owners, write `resource`."""
+    """RBAC of a network policy actionner: read pods and owners, write `resource` (`patch`
+    records the expiry of a policy written with `ttl`)."""
     return (rbac.PODS_GET,
-            Permission((api_group,), (resource,), ("get", "create", "update")),
+            Permission((api_group,), (resource,), ("get", "create", "update", "patch")),
             *rbac.OWNERS_GET)
 
 
@@ -189,6 +193,7 @@ def _write(k: Any, body: dict[str, Any], *, retry: bool = True) -> str:
                 namespace, body, _request_timeout=k.timeout)
             return "created"
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        undo.keep_mark(body, current.metadata.labels, current.metadata.annotations)
         k.networking.replace_namespaced_network_policy(
             name, namespace, body, _request_timeout=k.timeout)
     except Exception as exc:
@@ -200,8 +205,17 @@ def _write(k: Any, body: dict[str, Any], *, retry: bool = True) -> str:
     return "updated"
 
 
+def record_expiry(ctx: ActionContext, kind: str, namespace: str, name: str, done: str) -> str:
+    """Mark the policy written with `ttl`; Talon deletes it on expiry only if it created it
+    (this time, or under an earlier mark). The text to add to the output."""
+    mark = undo.record(ctx, kind, namespace, name,
+                       lambda _obj: undo.new_mark(ctx, created=done == "created"))
+    return undo.expiry_note(mark)
+
+
 @actionner(
-    pods.CATEGORY, "networkpolicy", params=NetworkPolicyParams, checks=(common.pod_exists,),
+    pods.CATEGORY, "networkpolicy",
+    disruptive=True, params=NetworkPolicyParams, checks=(common.pod_exists,),
     description="Create, update a network policy to block all egress traffic for pod",
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
     permissions=policy_permissions("networking.k8s.io", "networkpolicies"),
@@ -212,7 +226,10 @@ def networkpolicy(ctx: ActionContext) -> Result:
     namespace, pod_name = common.pod_target(ctx)
     selection = select(ctx, common.get_pod(ctx))
     done = _write(common.kube(ctx), policy_body(namespace, selection, ctx.params))
+    output = (f"the networkpolicy '{selection.name}' in the namespace '{namespace}' has "
+              f"been {done}")
+    if ctx.params.ttl:
+        output += record_expiry(ctx, "networkpolicy", namespace, selection.name, done)
     return Result(
-        output=f"the networkpolicy '{selection.name}' in the namespace '{namespace}' has "
-               f"been {done}",
+        output=output,
         objects={**common.pod_objects(namespace, pod_name), "networkpolicy": selection.name})

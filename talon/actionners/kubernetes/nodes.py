@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon.actionners.kubernetes import common, pods, rbac
+from talon.actionners.kubernetes import common, pods, rbac, undo
 from talon.clients import kube as kube_client
 from talon.plugin import ActionContext, ActionError, Result, Status, actionner
 
@@ -32,7 +32,12 @@ MAX_DETAILS = 3
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CordonParams:
-    """kubernetes:cordon takes no parameter (any key given is reported as unknown)."""
+    """Parameters of kubernetes:cordon."""
+
+    ttl: str | int = field(default="", metadata={"help": undo.TTL_HELP})
+
+    def __post_init__(self) -> None:
+        undo.check_ttl(self.ttl)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,22 +110,33 @@ def _node_of(ctx: ActionContext) -> str:
 
 
 @actionner(
-    pods.CATEGORY, "cordon", params=CordonParams, checks=(common.pod_exists,),
+    pods.CATEGORY, "cordon",
+    disruptive=True, params=CordonParams, checks=(common.pod_exists,),
     description="Cordon a node",
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
-    permissions=(rbac.PODS_GET, rbac.NODES_PATCH), example=CORDON_EXAMPLE,
+    permissions=(rbac.PODS_GET, rbac.NODES_GET_PATCH), example=CORDON_EXAMPLE,
 )
 def cordon(ctx: ActionContext) -> Result:
-    """Mark the pod's node unschedulable (JSON patch of /spec/unschedulable)."""
+    """Mark the pod's node unschedulable (JSON patch of /spec/unschedulable); with `ttl`,
+    record whether Talon cordoned it (a node cordoned before stays cordoned on expiry)."""
     node = _node_of(ctx)
     k = common.kube(ctx)
+    was_cordoned = False
     patch = [{"op": "replace", "path": "/spec/unschedulable", "value": True}]
     try:
+        if ctx.params.ttl:
+            spec = undo.read(k, undo.KINDS["node"], "", node).get("spec") or {}
+            was_cordoned = spec.get("unschedulable") is True
         k.core.patch_node(node, patch, _request_timeout=k.timeout)
     except Exception as exc:
         raise ActionError(f"the node '{node}' could not be cordoned: "
                           f"{common.api_error(exc)}") from exc
-    return Result(output=f"the node '{node}' has been cordoned", objects={"node": node})
+    output = f"the node '{node}' has been cordoned"
+    if ctx.params.ttl:
+        mark = undo.record(ctx, "node", "", node,
+                           lambda _obj: undo.new_mark(ctx, cordoned=not was_cordoned))
+        output += undo.expiry_note(mark)
+    return Result(output=output, objects={"node": node})
 
 
 # --- drain ------------------------------------------------------------------------------
@@ -282,7 +298,8 @@ def _wait(ctx: ActionContext, k: Any, node: str, tally: _Tally) -> None:
 
 
 @actionner(
-    pods.CATEGORY, "drain", params=DrainParams, checks=(common.pod_exists,),
+    pods.CATEGORY, "drain",
+    disruptive=True, params=DrainParams, checks=(common.pod_exists,),
     description="Drain a node",
     required_fields=pods.POD_FIELDS, requires=pods.REQUIRES,
     permissions=(rbac.PODS_GET_LIST, rbac.PODS_EVICTION, rbac.REPLICASETS_GET),

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from talon.actionners.kubernetes import common, rbac
+from talon.actionners.kubernetes import common, rbac, undo
 from talon.plugin import (
     ActionContext,
     ActionError,
@@ -124,8 +124,10 @@ class LabelParams:
                 "Values are strings: a YAML boolean or number is taken as its text, "
                 "with a warning (quote it)"})
     level: Literal["pod", "node"] = field(default="pod", metadata={"help": _LEVEL_HELP})
+    ttl: str | int = field(default="", metadata={"help": undo.TTL_HELP})
 
     def __post_init__(self) -> None:
+        undo.check_ttl(self.ttl)
         _check_keys("labels", "label", self.labels)
         for key, value in self.labels.items():
             problem = label_value_problem(value)
@@ -144,8 +146,10 @@ class AnnotationParams:
                 "annotation. Values are strings: a YAML boolean or number is taken as its "
                 "text, with a warning (quote it)"})
     level: Literal["pod", "node"] = field(default="pod", metadata={"help": _LEVEL_HELP})
+    ttl: str | int = field(default="", metadata={"help": undo.TTL_HELP})
 
     def __post_init__(self) -> None:
+        undo.check_ttl(self.ttl)
         _check_keys("annotations", "annotation", self.annotations)
 
 
@@ -252,7 +256,8 @@ def _terminate(ctx: ActionContext, namespace: str, name: str,
 
 
 @actionner(
-    CATEGORY, "terminate", checks=(common.pod_exists,), params=TerminateParams,
+    CATEGORY, "terminate",
+    disruptive=True, checks=(common.pod_exists,), params=TerminateParams,
     description="Terminate the pod",
     default_continue=False, required_fields=POD_FIELDS, requires=REQUIRES,
     permissions=(rbac.PODS_GET_DELETE, rbac.REPLICASETS_GET),
@@ -345,13 +350,21 @@ def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
             where, target = f"the node '{node}'", {"node": node}
             read = functools.partial(_read_node, ctx, node)
             patch = functools.partial(_patch_node, k, node)
+            mark_on = ("node", "", node)
         else:
             where, target = f"the pod '{name}' in the namespace '{namespace}'", objects
             read = functools.partial(common.get_pod, ctx)
             patch = functools.partial(_patch_pod, k, namespace, name)
-        _apply(read, patch, getattr(ctx.params, field_name), field_name,
-               f"cannot {verb} {where}")
-        return Result(output=f"{where} has been {done}", objects=target)
+            mark_on = ("pod", namespace, name)
+        entries = getattr(ctx.params, field_name)
+        before = getattr(read().metadata, field_name) if ctx.params.ttl else None
+        _apply(read, patch, entries, field_name, f"cannot {verb} {where}")
+        output = f"{where} has been {done}"
+        if ctx.params.ttl:
+            mark = undo.record(ctx, *mark_on, lambda _obj: undo.new_mark(
+                ctx, **{field_name: undo.added(before, entries)}))
+            output += undo.expiry_note(mark)
+        return Result(output=output, objects=target)
 
     return common.report_failures(objects, body)
 

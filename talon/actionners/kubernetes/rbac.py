@@ -23,7 +23,8 @@ PODS_LOG = Permission((CORE,), ("pods/log",), ("get",))
 PODS_EVICTION = Permission((CORE,), ("pods/eviction",), ("create",))
 PODS_EPHEMERAL_CONTAINERS = Permission((CORE,), ("pods/ephemeralcontainers",), ("patch",))
 PODS_NODES_GET_PATCH = Permission((CORE,), ("pods", "nodes"), ("get", "patch"))
-NODES_PATCH = Permission((CORE,), ("nodes",), ("patch",))
+NODES_GET_PATCH = Permission((CORE,), ("nodes",), ("get", "patch"))
+"""kubernetes:cordon: `get` is used with `ttl` (was the node cordoned already?)."""
 JOBS = Permission(("batch",), ("jobs",), ("create", "delete"))
 REPLICASETS_GET = Permission((APPS,), ("replicasets",), ("get",))
 

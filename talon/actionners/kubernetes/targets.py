@@ -156,7 +156,8 @@ def _delete(ctx: ActionContext, target: _Target) -> Result:
 
 
 @actionner(
-    pods.CATEGORY, "delete", checks=(target_exists,), params=DeleteParams,
+    pods.CATEGORY, "delete",
+    disruptive=True, checks=(target_exists,), params=DeleteParams,
     description="Delete the resource",
     default_continue=False,
     required_fields=("ka.target.resource", "ka.target.name"),
