@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import auth, health, log, notify, rules, sdnotify, tls
+from talon import auth, health, ledger, log, notify, rules, sdnotify, tls
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
@@ -24,6 +24,7 @@ from talon.dedup import Backend, Deduplicator, LocalBackend
 from talon.engine import Engine
 from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
+from talon.ledger import Ledger
 from talon.metrics import Metrics
 from talon.models import Delivery, Event
 from talon.pool import MemoryQueue, WorkerPool
@@ -52,6 +53,7 @@ class App:
     dispatcher: notify.Dispatcher
     reloader: Reloader
     sweeper: LeaseSweeper | None = None
+    ledger: Ledger | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -59,6 +61,8 @@ class App:
         return self.queue.put(event)
 
     def start(self) -> None:
+        if self.ledger is not None:
+            self.ledger.start()
         self.dispatcher.start()
         self.pool.start()
         self.server.start()
@@ -78,6 +82,8 @@ class App:
             self.sweeper.stop()
         drained = self.pool.drain(self.settings.shutdown_timeout_seconds)
         self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
+        if self.ledger is not None:
+            self.ledger.stop()  # after the workers: every outcome they reported is written
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
         return drained
 
@@ -109,6 +115,7 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         log.emit(logger, logging.INFO, "init", category="kubernetes",
                  result=f"connected to {version} ({clients.kube().source})")
     dd = settings.deduplication
+    action_ledger = _ledger(settings, registry)
     backend, sweeper = _dedup_backend(settings, clients, metrics)
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
@@ -116,7 +123,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                     clients=clients, dry_run=settings.dry_run,
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
-                    print_all_events=settings.print_all_events)
+                    print_all_events=settings.print_all_events,
+                    record=action_ledger.submit if action_ledger else None)
     queue = MemoryQueue(settings.queue_size)
     metrics.queue_depth.set_function(queue.depth)
     pool = WorkerPool(queue, lambda item: engine.handle(item.event), workers=settings.workers,
@@ -138,7 +146,24 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper)
+               sweeper=sweeper, ledger=action_ledger)
+
+
+def _ledger(settings: Settings, registry: Registry) -> Ledger | None:
+    """The action ledger, its files opened (ConfigError naming a bad path or key file)."""
+    conf = settings.ledger
+    if not conf.path:
+        return None
+    try:
+        key = ledger.read_key(conf.hmac_key_file) if conf.hmac_key_file else None
+        found = Ledger(conf.path, key=key, max_bytes=conf.max_bytes,
+                       secrets=settings.secrets(registry))
+        found.open()
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"ledger: {exc}"]) from exc
+    log.emit(logger, logging.INFO, "init", category="ledger", result=f"appending to {conf.path}",
+             mac=bool(key) or None)
+    return found
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
