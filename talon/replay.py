@@ -130,6 +130,11 @@ class Summary:
         return out
 
 
+_FALCO_KEYS = frozenset(("output", "priority", "rule", "time", "output_fields", "hostname",
+                         "source", "tags", "context", "trace_id", "uuid"))
+"""Keys of Falco's JSON output: when an event has no other, none spells `rule` oddly."""
+
+
 def _names(rulesets: Iterable[RuleSet]) -> frozenset[str] | None:
     """The Falco rule names any rule can match; None when some rule matches any name."""
     names: set[str] = set()
@@ -147,8 +152,10 @@ def _cannot_match(data: Any, names: frozenset[str]) -> bool:
     if type(data) is not dict:
         return False
     name = data.get("rule")
-    return (type(name) is str and name not in names
-            and all(type(k) is str and k == k.lower() for k in data))
+    if type(name) is not str or name in names:
+        return False
+    return _FALCO_KEYS.issuperset(data) or all(type(k) is str and k == k.lower()
+                                               for k in data)
 
 
 class Replayer:
