@@ -5,7 +5,7 @@ Layer L1 (imports only L0). Two forms are accepted:
   line by line; blank lines are skipped; a line longer than `MAX_LINE` bytes is bad;
 - a JSON document (`.json` whose first line is not a whole JSON object): one event object
   or a list of them, read whole (meant for hand-written examples, not for recordings).
-A `.json` file whose first line is a complete JSON object is read as JSON Lines, so a Falco
+A `.json` file of several lines whose first is a whole JSON object is read as JSON Lines, so a Falco
 file output named `events.json` streams too. Each record says where it came from
 (`file:line`, or `file[item]` inside a list) so that a bad one can be named and skipped.
 """
@@ -50,16 +50,27 @@ def quick_parse(text: str) -> Any:
     return _DECODER.decode(text)
 
 
+def _first_lines(fh: IO[bytes], count: int) -> list[bytes]:
+    found: list[bytes] = []
+    while len(found) < count:
+        line = fh.readline(MAX_LINE + 1)
+        if not line:
+            break
+        if line.strip():
+            found.append(line)
+    return found
+
+
 def is_json_lines(path: Path) -> bool:
     """Whether `path` holds JSON Lines (see the module docstring)."""
     if path.suffix.lower() != ".json":
         return True
     with path.open("rb") as fh:
-        first = fh.readline(MAX_LINE + 1)
-        while first and not first.strip():
-            first = fh.readline(MAX_LINE + 1)
+        first = _first_lines(fh, 2)
+    if len(first) < 2:
+        return False
     try:
-        return isinstance(json.loads(first), dict)
+        return isinstance(json.loads(first[0]), dict)
     except (ValueError, RecursionError):
         return False
 
