@@ -241,7 +241,7 @@ class Engine:
         self._report_action(event, rule, action, result)
         self._record(event, rule, action, str(Status.FAILURE if result.error else result.status),
                      parameters=step.parameters, output=result.output, error=result.error,
-                     objects=result.objects)
+                     objects=result.objects or _target_objects(event))
         self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
             time.monotonic() - started)
         ok = result.status != Status.FAILURE and not result.error
