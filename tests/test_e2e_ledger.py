@@ -39,6 +39,16 @@ def rules(tmp_path: Path) -> str:
               actionner: test:record
               ignore_errors: true
               parameters: {{file: "{calls}", fail: true}}
+        - rule: Capture
+          match:
+            rules: [Read sensitive file untrusted]
+          actions:
+            - action: Make artifact
+              actionner: test:artifact
+              parameters: {{name: proof.txt}}
+              output:
+                target: local:file
+                parameters: {{destination: "{tmp_path}"}}
         - rule: Audit only
           dry_run: true
           match:
@@ -94,7 +104,8 @@ def post_all(server: Server) -> None:
 def test_every_action_outcome_is_in_the_ledger(start: Launch, tmp_path: Path) -> None:
     server = start(rules(tmp_path), config(tmp_path))
     post_all(server)
-    lines = ledger_lines(tmp_path, 5)
+    assert server.post(event("Read sensitive file untrusted", "api-1")) == 200
+    lines = ledger_lines(tmp_path, 7)
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(20) == 0
     # two workers may interleave the two events; each event's actions stay in order
@@ -116,11 +127,16 @@ def test_every_action_outcome_is_in_the_ledger(start: Launch, tmp_path: Path) ->
     dry = next(ln for ln in lines if ln["rule"] == "Audit only")
     assert (dry["status"], dry["objects"], dry["parameters"]) == (
         "dry_run", {"namespace": "shop", "pod": "web-2"}, {"file": "***"})
+    made, stored = [ln for ln in lines if ln["rule"] == "Capture"]
+    assert (made["stage"], made["status"], made["output"]) == ("action", "success", "made")
+    assert (stored["stage"], stored["output_target"], stored["status"]) == (
+        "output", "local:file", "success")
+    assert stored["parameters"] == {"destination": str(tmp_path)}
     assert all(len(str(ln["mac"])) == 64 for ln in lines)
     assert SECRET not in (tmp_path / "audit" / "ledger.jsonl").read_text()
     result = verify(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 5 entries in 1 file(s), MACs checked")
+    assert result.stdout.startswith("ok: 7 entries in 1 file(s), MACs checked")
 
 
 def test_after_sigkill_the_ledger_verifies_and_continues(start: Launch,
