@@ -8,7 +8,7 @@ C2 traffic, one in ten of them in kube-system, which the rules skip), the rest a
 Falco rules; one line in 100,000 is not JSON. It then runs `python -m talon rules replay
 FILE -r rules.d --json` as a fresh process, reads its summary, and prints events/s (by the
 wall clock, and per CPU second of the child: the machine may be shared) and the peak RSS
-of the replay processes so far (ru_maxrss of the children), once against the shipped
+of the replay process (its own ru_maxrss), once against the shipped
 rules and once with `--baseline` (the shipped rules against themselves: every event that
 can match is planned twice).
 Figures only: nothing here asserts on timing.
@@ -67,8 +67,19 @@ def write_events(path: Path, count: int) -> None:
             fh.write(json.dumps(event(i), separators=(",", ":")) + "\n")
 
 
+CHILD = ("import resource, sys\n"
+         "from talon import cli\n"
+         "code = cli.main(sys.argv[1:])\n"
+         "sys.stdout.flush()\n"
+         "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+         " file=sys.stderr)\n"
+         "sys.exit(code)\n")
+"""`python -m talon ARGS`, then its own peak RSS on stderr (the children's ru_maxrss would
+count a forked copy of this process too)."""
+
+
 def run(path: Path, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "talon", "rules", "replay", str(path),
+    cmd = [sys.executable, "-c", CHILD, "rules", "replay", str(path),
            "-r", str(ROOT / "rules.d"), "--json", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -76,7 +87,7 @@ def run(path: Path, *extra: str) -> None:
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    peak_kib = after.ru_maxrss
+    peak_kib = int(proc.stderr.split("peak_rss_kib ")[-1])
     summary = json.loads(proc.stdout.splitlines()[-1])["summary"]
     read = summary["events"] + summary["bad_lines"]
     print(f"replay {' '.join(extra) or '(no baseline)'}: exit {proc.returncode}, "
