@@ -83,12 +83,15 @@ def run(path: Path, *extra: str) -> None:
            "-r", str(ROOT / "rules.d"), "--json", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryFile("w+") as out:  # not in this process: a fork copies its RSS
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.PIPE, text=True,
+                              check=False)
+        seconds = time.perf_counter() - started
+        out.seek(max(0, out.seek(0, 2) - 4096))
+        summary = json.loads(out.read().splitlines()[-1])["summary"]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     peak_kib = int(proc.stderr.split("peak_rss_kib ")[-1])
-    summary = json.loads(proc.stdout.splitlines()[-1])["summary"]
     read = summary["events"] + summary["bad_lines"]
     print(f"replay {' '.join(extra) or '(no baseline)'}: exit {proc.returncode}, "
           f"{read} lines in {seconds:.1f}s = {read / seconds:,.0f} events/s "
