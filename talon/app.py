@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import auth, containment, governor, health, log, notify, rules, sdnotify, tls
+from talon import auth, containment, governor, health, ledger, log, notify, rules, sdnotify, tls
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
@@ -25,6 +25,7 @@ from talon.dedup import Backend, Deduplicator, LocalBackend
 from talon.engine import Engine
 from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
+from talon.ledger import Ledger
 from talon.metrics import Metrics
 from talon.models import Delivery, Event, Notification
 from talon.pool import MemoryQueue, WorkerPool
@@ -54,6 +55,7 @@ class App:
     reloader: Reloader
     sweeper: LeaseSweeper | None = None
     reconciler: containment.Reconciler | None = None
+    ledger: Ledger | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -61,6 +63,8 @@ class App:
         return self.queue.put(event, size)
 
     def start(self) -> None:
+        if self.ledger is not None:
+            self.ledger.start()
         self.dispatcher.start()
         self.pool.start()
         self.server.start()
@@ -84,6 +88,8 @@ class App:
             self.reconciler.stop()
         drained = self.pool.drain(self.settings.shutdown_timeout_seconds)
         self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
+        if self.ledger is not None:
+            self.ledger.stop()  # after the workers: every outcome they reported is written
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
         return drained
 
@@ -115,6 +121,7 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         log.emit(logger, logging.INFO, "init", category="kubernetes",
                  result=f"connected to {version} ({clients.kube().source})")
     dd = settings.deduplication
+    action_ledger = _ledger(settings, registry)
     backend, sweeper = _dedup_backend(settings, clients, metrics)
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
@@ -123,7 +130,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events,
-                    gate=_governor(settings, clients, dispatcher))
+                    gate=_governor(settings, clients, dispatcher),
+                    record=action_ledger.submit if action_ledger else None)
     queue = MemoryQueue(settings.queue_size, settings.queue_max_bytes)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
@@ -146,7 +154,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher))
+               sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher),
+               ledger=action_ledger)
 
 
 def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
@@ -207,6 +216,23 @@ def _reconciler(settings: Settings, clients: Clients, metrics: Metrics,
                 error=text if status == "failure" else "", objects=item.objects()))
 
     return containment.Reconciler(kube, report, interval=settings.containment.reconcile_seconds)
+
+
+def _ledger(settings: Settings, registry: Registry) -> Ledger | None:
+    """The action ledger, its files opened (ConfigError naming a bad path or key file)."""
+    conf = settings.ledger
+    if not conf.path:
+        return None
+    try:
+        key = ledger.read_key(conf.hmac_key_file) if conf.hmac_key_file else None
+        found = Ledger(conf.path, key=key, max_bytes=conf.max_bytes,
+                       secrets=settings.secrets(registry))
+        found.open()
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"ledger: {exc}"]) from exc
+    log.emit(logger, logging.INFO, "init", category="ledger", result=f"appending to {conf.path}",
+             mac=bool(key) or None)
+    return found
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,

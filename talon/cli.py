@@ -1,4 +1,5 @@
-"""The command line: `server`, `rules check|print|test`, `check`, `* list`, `rbac`, `version`.
+"""The command line: `server`, `rules check|print|test|replay`, `check`, `ledger verify`,
+`* list`, `rbac`, `version`.
 
 Layer L6: the only place that configures logging, prints to the terminal or returns exit
 codes (0 valid, 1 invalid rules or config, 2 usage). `-c/--config` and `-r/--rules`
@@ -8,13 +9,27 @@ codes (0 valid, 1 invalid rules or config, 2 usage). `-c/--config` and `-r/--rul
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from talon import __version__, catalog, config, models, plan, render, rules, safety_cli, suite
+from talon import (
+    __version__,
+    catalog,
+    config,
+    eventfiles,
+    ledger,
+    models,
+    plan,
+    render,
+    replay,
+    rules,
+    safety_cli,
+    suite,
+)
 from talon.errors import ConfigError, EventError, Problem, TalonError
 from talon.registry import Kind, Permission, PluginInfo, Registry
 from talon.rules.model import RuleSet
@@ -79,7 +94,24 @@ def _parser() -> argparse.ArgumentParser:
     rverbs.add_parser("print", parents=[common2], help="print the merged rules as YAML")
     test = rverbs.add_parser("test", parents=[common2],
                              help="show or check what events would trigger")
-    test.add_argument("inputs", nargs="+", metavar="EVENT.json|SUITE.yaml")
+    test.add_argument("inputs", nargs="+", metavar="EVENT.json|EVENTS.jsonl|SUITE.yaml")
+    replay = rverbs.add_parser("replay", parents=[common2],
+                               help="replay recorded events against the rules (-r)")
+    replay.add_argument("inputs", nargs="+", metavar="EVENTS.jsonl|EVENT.json")
+    replay.add_argument("--baseline", action="append", metavar="FILE",
+                        help="rules to compare with (repeatable): show only what differs")
+    replay.add_argument("--fail-on-change", action="store_true",
+                        help="exit 1 when an outcome differs from the baseline")
+    replay.add_argument("--json", action="store_true",
+                        help="JSON Lines: one object per event shown, then a summary")
+    ledger_p = verbs.add_parser("ledger", parents=[common], help="check the action ledger")
+    lverbs = ledger_p.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    verify = lverbs.add_parser("verify", help="check the hash chain (and MACs) of ledger files")
+    verify.add_argument("files", nargs="+", metavar="FILE",
+                        help="ledger files, oldest first (ledger.jsonl ledger.jsonl.1 ...)")
+    verify.add_argument("--key", metavar="FILE", help="HMAC key file: check every line's mac")
+    verify.add_argument("--prev", metavar="HEX", default=ledger.ZERO,
+                        help="expected prev of the first line (when older files were removed)")
     for kind in LIST_KINDS:
         p = verbs.add_parser(kind, parents=[common], help=f"list the {kind}")
         p.add_subparsers(dest="list_command", metavar="list", required=True).add_parser(
@@ -148,14 +180,9 @@ def cmd_print(args: argparse.Namespace, settings: config.Settings, registry: Reg
     return 0
 
 
-def _show_event(path: str, ruleset: RuleSet, registry: Registry) -> int:
-    try:
-        event = models.decode(Path(path).read_bytes())
-    except (OSError, EventError) as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
-        return 1
+def _show_event(where: str, event: models.Event, ruleset: RuleSet, registry: Registry) -> None:
     steps = plan.plan(event, ruleset, registry)
-    print(f"# {path}: Falco rule '{event.rule}', priority '{event.priority}'")
+    print(f"# {where}: Falco rule '{event.rule}', priority '{event.priority}'")
     if not steps:
         print("no rule matches")
     for s in steps:
@@ -167,7 +194,27 @@ def _show_event(path: str, ruleset: RuleSet, registry: Registry) -> int:
         if s.dry_run:
             out["dry_run"] = True
         sys.stdout.write(render.dump([out]))
-    return 0
+
+
+def _show_events(path: str, ruleset: RuleSet, registry: Registry) -> int:
+    """Show every event of a JSON file (one event or a list) or JSON Lines file; 1 if one
+    is bad (reported with its file:line, the others still shown)."""
+    status = 0
+    try:
+        for record in eventfiles.records(path):
+            try:
+                if record.error:
+                    raise EventError("", record.error)
+                event = models.decode(record.text)
+            except EventError as exc:
+                print(f"{record.where}: {exc}", file=sys.stderr)
+                status = 1
+                continue
+            _show_event(record.where, event, ruleset, registry)
+    except (OSError, ValueError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    return status
 
 
 def cmd_test(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
@@ -185,10 +232,76 @@ def cmd_test(args: argparse.Namespace, settings: config.Settings, registry: Regi
                 failed += bool(result.failures)
                 passed += not result.failures
         else:
-            status |= _show_event(path, ruleset, registry)
+            status |= _show_events(path, ruleset, registry)
     if passed or failed:
         print(f"{passed} passed, {failed} failed")
     return 1 if failed or status else 0
+
+
+def _load_baseline(args: argparse.Namespace, settings: config.Settings,
+                   registry: Registry) -> RuleSet | None:
+    configured = set(settings.notifiers) if args.config else None
+    ruleset, problems = rules.check(args.baseline, registry, notifiers=configured)
+    for p in problems:
+        print(f"baseline {p.severity}: {p}", file=sys.stderr)
+    if any(p.severity == "error" for p in problems):
+        print("invalid baseline rules", file=sys.stderr)
+        return None
+    return ruleset
+
+
+def _replay_file(path: str, replayer: replay.Replayer, as_json: bool) -> bool:
+    """Replay one file, printing as it goes; False if it cannot be read."""
+    try:
+        for record in eventfiles.records(path):
+            try:
+                shown = replayer.replay(record)
+            except EventError as exc:
+                print(f"{record.where}: bad line: {exc}", file=sys.stderr)
+                continue
+            if shown is not None:
+                print(json.dumps(replay.to_json(shown)) if as_json else replay.text(shown))
+    except (OSError, ValueError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_replay(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
+    if args.fail_on_change and not args.baseline:
+        print("--fail-on-change needs --baseline", file=sys.stderr)
+        return 2
+    ruleset = _load_checked(args, settings, registry)
+    baseline = _load_baseline(args, settings, registry) if args.baseline else None
+    if ruleset is None or (args.baseline and baseline is None):
+        return 1
+    replayer = replay.Replayer(ruleset, registry, baseline)
+    readable = [_replay_file(path, replayer, args.json) for path in args.inputs]
+    summary = replayer.summary
+    if args.json:
+        print(json.dumps({"summary": summary.to_json(baseline is not None)}))
+    else:
+        print(replay.summary_text(summary, baseline is not None))
+    if not all(readable):
+        return 1
+    return 1 if args.fail_on_change and summary.changed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        key = ledger.read_key(args.key) if args.key else None
+        report = ledger.verify(args.files, key=key, first_prev=args.prev)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if report.problem:
+        print(f"{report.where}: {report.problem}", file=sys.stderr)
+        print(f"{report.entries} entries verified before it", file=sys.stderr)
+        return 1
+    macs = ", MACs checked" if key else ""
+    print(f"ok: {report.entries} entries in {len(args.files)} file(s){macs}; "
+          f"last hash {report.last}")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace, settings: config.Settings, registry: Registry) -> int:
@@ -267,6 +380,8 @@ def cmd_server(args: argparse.Namespace, settings: config.Settings, registry: Re
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "version":
         return cmd_version(args)
+    if args.command == "ledger":
+        return cmd_verify(args)
     settings = _settings(args, server=args.command in ("server", *SAFETY_VERBS))
     if args.command in SAFETY_VERBS:
         return safety_cli.dispatch(args, settings)
@@ -277,7 +392,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_list(args, settings, registry)
     if args.command == "rbac":
         return cmd_rbac(args, settings, registry)
-    handler = {"check": cmd_check, "print": cmd_print, "test": cmd_test}
+    handler = {"check": cmd_check, "print": cmd_print, "test": cmd_test, "replay": cmd_replay}
     name = "check" if args.command == "check" else args.rules_command
     return handler[name](args, settings, registry)
 

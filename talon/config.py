@@ -290,6 +290,21 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerSettings:
+    """The append-only, hash-chained action ledger (section `ledger`); no path = off."""
+
+    path: str = field(default="", metadata=meta("Action ledger file (JSON Lines)"))
+    """File every action outcome is appended to; rotated files are `path.1`, `path.2`..."""
+    hmac_key_file: str = field(default="", metadata=meta(
+        "File holding the ledger's HMAC key"))
+    """With it, each line carries `mac`, an HMAC-SHA256 of the line (trailing newline of
+    the file stripped), so that the chain cannot be recomputed without the key."""
+    max_bytes: int = field(default=104857600, metadata=meta(
+        "Ledger file size before rotation (bytes)", min_=4096))
+    """A line that would take the file past this size starts the next file."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything Talon reads at start-up; built by `load`, never mutated."""
 
@@ -384,6 +399,8 @@ class Settings:
     """Budgets of disruptive actions."""
     protected: ProtectedSettings = field(default_factory=ProtectedSettings)
     """Workloads disruptive actions leave alone."""
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    """The action ledger."""
 
     def secrets(self, registry: Registry | None = None) -> frozenset[str]:
         """The secret values present (keys, passwords, tokens), for the logger to mask.

@@ -29,6 +29,7 @@ from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status, Verdict
 from talon.plugin import ActionContext, OutputContext
+from talon.records import ActionRecord
 from talon.registry import Plugin, PluginInfo, Registry
 from talon.rules.matching import PRIORITIES
 from talon.rules.model import Action, Rule, RuleSet
@@ -101,8 +102,8 @@ class Engine:
                  dedup: DuplicateFilter | None = None, clients: Any = None,
                  dry_run: bool = False, notify_dry_run: bool = False,
                  action_timeout: float = 120.0, print_all_events: bool = False,
-                 clock: Callable[[], float] = time.monotonic, gate: Gate | None = None
-                 ) -> None:
+                 clock: Callable[[], float] = time.monotonic, gate: Gate | None = None,
+                 record: Callable[[ActionRecord], None] | None = None) -> None:
         self.registry, self.rules, self.metrics = registry, rules, metrics
         self.notify_sink, self.default_notifiers = notify, default_notifiers
         self.dedup, self.clients = dedup, clients
@@ -110,6 +111,8 @@ class Engine:
         self.notify_dry_run = notify_dry_run
         self.print_all_events = print_all_events
         self.gate = gate
+        self.record_sink = record
+        """Receives every action and output outcome (the action ledger); may block."""
         self._unusable = log.Throttle(60.0, clock)
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
@@ -233,6 +236,8 @@ class Engine:
         step = plan.step(event, rule, action, self.registry)
         if self.dry_run or rule.dry_run:
             self._dry_run(event, rule, action, step)
+            self._record(event, rule, action, "dry_run", parameters=step.parameters,
+                         output=DRY_RUN_OUTPUT, objects=_target_objects(event))
             return Outcome(True, "dry_run")
         # The governor's hook: a disruptive action may be held here (throttled, protected)
         # or turned to dry-run, before its checks and run.
@@ -247,6 +252,9 @@ class Engine:
             # a BaseException subclass, RecursionError) is a failed action, not a dead worker
             result = Result(status=Status.FAILURE, error=_error_text(exc))
         self._report_action(event, rule, action, result)
+        self._record(event, rule, action, str(Status.FAILURE if result.error else result.status),
+                     parameters=step.parameters, output=result.output, error=result.error,
+                     objects=result.objects or _target_objects(event))
         self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
             time.monotonic() - started)
         ok = result.status != Status.FAILURE and not result.error
@@ -283,6 +291,8 @@ class Engine:
         objects = {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
         self._finish(event, rule, action, Status(verdict.status), output=verdict.reason,
                      objects=objects)
+        self._record(event, rule, action, verdict.status, parameters=step.parameters,
+                     output=verdict.reason, objects=objects)
         return Outcome(True, verdict.status)
 
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
@@ -374,6 +384,14 @@ class Engine:
                  dry_run=dry_run or None, event=event.rule,
                  **{k.lower(): v for k, v in objects.items()}, **fields)
 
+    def _record(self, event: Event, rule: Rule, action: Action, status: str,
+                **fields: Any) -> None:
+        """Hand one outcome to the record sink (the action ledger), if there is one."""
+        if self.record_sink is not None:
+            self.record_sink(ActionRecord(time=time.time(), trace_id=event.trace_id,
+                                          rule=rule.name, action=action.name,
+                                          actionner=action.actionner, status=status, **fields))
+
     def _notifiers(self, rule: Rule) -> tuple[str, ...]:
         """Who hears about `rule`'s results: the default notifiers, then the rule's own."""
         return tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
@@ -410,6 +428,9 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
+        self._record(event, rule, action, str(status), stage="output", output_target=target,
+                     parameters=spec.parameters, output=stored.output, error=stored.error,
+                     objects=stored.objects)
         self.metrics.child(self.metrics.outputs, rule.name, action.name, target,
                            str(status)).inc()
         level = logging.ERROR if status == Status.FAILURE else logging.INFO
@@ -433,6 +454,11 @@ def _target_names(event: Event) -> tuple[str, str]:
         return event.namespace(), event.pod_name()
     except EventError:
         return "", ""
+
+
+def _target_objects(event: Event) -> dict[str, str]:
+    namespace, pod = _target_names(event)
+    return {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
 
 
 def _error_text(exc: BaseException) -> str:

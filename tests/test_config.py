@@ -559,11 +559,12 @@ def test_env_vars_table_covers_every_setting() -> None:
         ("aws", config.AwsSettings), ("minio", config.MinioSettings),
         ("gcp", config.GcpSettings), ("tls", config.TlsSettings),
         ("auth", config.AuthSettings), ("containment", config.ContainmentSettings),
-        ("governor", config.GovernorSettings), ("protected", config.ProtectedSettings)]
+        ("governor", config.GovernorSettings), ("protected", config.ProtectedSettings),
+        ("ledger", config.LedgerSettings)]
         for f in dataclasses.fields(cls)}
     top = {f.name for f in dataclasses.fields(config.Settings)
            if f.name not in {"otel", "deduplication", "aws", "minio", "gcp", "notifiers",
-                             "tls", "auth", "containment", "governor", "protected"}}
+                             "tls", "auth", "containment", "governor", "protected", "ledger"}}
     assert leaves | top | {"notifiers.<name>.<setting>"} == set(rows)
     assert all(row[3] for row in config.ENV_VARS)
 

@@ -60,8 +60,10 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         # so L1 is the lowest layer consistent with them; engine and cli import them.
         "talon.plan", "talon.render", "talon.suite",
         "talon.redact", "talon.health",
+        "talon.eventfiles", "talon.replay", "talon.ledger",
     ),
-    0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params"),
+    0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params",
+        "talon.records"),
 }
 LAYERS: dict[str, int] = {m: n for n, names in LAYER_TABLE.items() for m in names}
 
