@@ -11,6 +11,8 @@ metrics, logs and notifications. Semantics (the Go version's, bugs fixed):
 - a failure is always logged, counted and notified; `ignored` stays `ignored`;
 - an event that matches nothing and that Falco could not have sent (no rule, a priority
   Falco does not have) is counted by reason and logged at most once a minute per reason.
+Each stage's outcome is one frozen record (talon.outcome) handed to one talon.report
+Reporter, whose sinks log, count, notify and trace it; the engine itself only decides.
 The only broad `except` around plug-in calls lives here.
 """
 
@@ -20,14 +22,26 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from talon import log, params, plan
+from talon import log, params, plan, report
 from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status
+from talon.outcome import (
+    DONE,
+    DRY_RUN,
+    DUPLICATE,
+    RECEIVED,
+    UNUSABLE,
+    ActionOutcome,
+    ActionStarted,
+    EventOutcome,
+    MatchOutcome,
+    OutputOutcome,
+)
 from talon.plugin import ActionContext, OutputContext
 from talon.registry import Plugin, Registry
 from talon.rules.matching import PRIORITIES
@@ -93,14 +107,18 @@ class Engine:
                  dedup: DuplicateFilter | None = None, clients: Any = None,
                  dry_run: bool = False, notify_dry_run: bool = False,
                  action_timeout: float = 120.0, print_all_events: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 reporter: report.Reporter | None = None) -> None:
+        """`reporter` replaces the standard sinks built from `metrics`, `notify`,
+        `default_notifiers`, `notify_dry_run` and `print_all_events` (app builds one
+        reporter, with its span sink, for the engine and the notification dispatcher)."""
         self.registry, self.rules, self.metrics = registry, rules, metrics
-        self.notify_sink, self.default_notifiers = notify, default_notifiers
         self.dedup, self.clients = dedup, clients
         self.dry_run, self.action_timeout = dry_run, action_timeout
-        self.notify_dry_run = notify_dry_run
-        self.print_all_events = print_all_events
-        self._unusable = log.Throttle(60.0, clock)
+        self.reporter = reporter or report.Reporter.standard(
+            metrics, notify=notify, default_notifiers=default_notifiers,
+            notify_dry_run=notify_dry_run, print_all_events=print_all_events, clock=clock)
+        self.report = self.reporter.report
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
         self._retired: set[int] = set()
@@ -173,41 +191,31 @@ class Engine:
         matched = ruleset.matcher.match(event)
         if not matched:
             if not event.rule or event.priority.lower() not in PRIORITIES:
-                self._count_unusable(event)
+                reason = "no_rule" if not event.rule else "unknown_priority"
+                self.report(EventOutcome(event=event, status=UNUSABLE, reason=reason))
             return []
         if self.dedup is not None and self.dedup.is_duplicate(event):
-            self.metrics.duplicates.inc()
-            log.emit(logger, logging.INFO, "event", status="duplicate", rule=event.rule,
-                     output=event.output, trace_id=event.trace_id)
+            self.report(EventOutcome(event=event, status=DUPLICATE))
             return []
-        if not self.print_all_events:
-            log.emit(logger, logging.INFO, "event", rule=event.rule, priority=event.priority,
-                     source=event.source, output=event.output, trace_id=event.trace_id)
+        started, span = time.time_ns(), self.reporter.span_id()
+        self.report(EventOutcome(event=event, status=RECEIVED, span_id=span,
+                                 started_ns=started))
         done: list[tuple[str, str, str]] = []
         for rule in matched:
-            self._rule(event, rule, done)
+            self._rule(event, rule, done, span)
             if not rule.continues:
                 break
+        self.report(EventOutcome(event=event, status=DONE, span_id=span, started_ns=started,
+                                 ended_ns=time.time_ns()))
         return done
 
-    def _count_unusable(self, event: Event) -> None:
-        """Count (and now and then log) an event no Falco rule could have produced."""
-        reason = "no_rule" if not event.rule else "unknown_priority"
-        self.metrics.child(self.metrics.unusable, reason).inc()
-        held = self._unusable.allow(reason)
-        if held is not None:
-            log.emit(logger, logging.WARNING, "event", status="unusable", reason=reason,
-                     error="the event can match no rule: Falco events carry a rule name and "
-                           "one of Falco's priorities", rule=event.rule,
-                     priority=event.priority, source=event.source, output=event.output,
-                     trace_id=event.trace_id, suppressed=held or None)
-
-    def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]]) -> None:
-        self.metrics.match(rule.name, event.rule, event.priority, event.source)
-        log.emit(logger, logging.INFO, "match", rule=rule.name, event=event.rule,
-                 priority=event.priority, source=event.source, trace_id=event.trace_id)
+    def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]],
+              parent: str = "") -> None:
+        span = self.reporter.span_id()
+        self.report(MatchOutcome(event=event, rule=rule, span_id=span, parent_id=parent,
+                                 at_ns=time.time_ns()))
         for action in rule.actions:
-            outcome = self.run_action(event, rule, action)
+            outcome = self.run_action(event, rule, action, span)
             done.append((rule.name, action.name, outcome.status))
             if not outcome.ok and not action.ignore_errors:
                 break
@@ -216,13 +224,20 @@ class Engine:
 
     # -- one action -------------------------------------------------------------------
 
-    def run_action(self, event: Event, rule: Rule, action: Action) -> Outcome:
-        """Run one action of `rule` for `event`; never raises."""
-        started = time.monotonic()
+    def run_action(self, event: Event, rule: Rule, action: Action,
+                   parent: str = "") -> Outcome:
+        """Run one action of `rule` for `event` (`parent`: the match's span); never raises."""
+        started, started_ns = time.monotonic(), time.time_ns()
+        span = self.reporter.span_id()
         plugin = self.registry.get("actionner", action.actionner)
         step = plan.step(event, rule, action, self.registry)
         if self.dry_run or rule.dry_run:
-            self._dry_run(event, rule, action, step)
+            namespace, pod = _target_names(event)
+            self.report(ActionOutcome(
+                event=event, rule=rule, action=action, status=DRY_RUN, output=DRY_RUN_OUTPUT,
+                parameters=params.to_plain(step.parameters), namespace=namespace, pod=pod,
+                span_id=span, parent_id=parent, started_ns=started_ns,
+                ended_ns=time.time_ns()))
             return Outcome(True, "dry_run")
         try:
             result = self._execute(event, rule, action, plugin, step)
@@ -231,32 +246,13 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
             # a BaseException subclass, RecursionError) is a failed action, not a dead worker
             result = Result(status=Status.FAILURE, error=_error_text(exc))
-        self._report_action(event, rule, action, result)
-        self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
-            time.monotonic() - started)
+        self._report_action(event, rule, action, result, seconds=time.monotonic() - started,
+                            span=(span, parent, started_ns))
         ok = result.status != Status.FAILURE and not result.error
         status = str(result.status) if ok else str(Status.FAILURE)
         if ok and result.artifact is not None:
-            ok = self._output_stage(event, rule, action, plugin, result)
+            ok = self._output_stage(event, rule, action, plugin, result, span)
         return Outcome(ok, status)
-
-    def _dry_run(self, event: Event, rule: Rule, action: Action, step: plan.Step) -> None:
-        """Log (and count, and with notify_dry_run notify) the action not taken."""
-        namespace, pod = _target_names(event)
-        self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
-                         parameters=params.to_plain(step.parameters), output=DRY_RUN_OUTPUT,
-                         namespace=namespace, pod=pod)
-        self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
-                            actionner=action.actionner, status="dry_run",
-                            namespace=namespace, pod=pod)
-        names = self._notifiers(rule) if self.notify_dry_run else ()
-        if names:
-            objects = {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
-            self.notify_sink(names, Notification(
-                message="action", status="dry_run", trace_id=event.trace_id, rule=rule.name,
-                action=action.name, actionner=action.actionner, event=event.output,
-                priority=event.priority, source=event.source, output=DRY_RUN_OUTPUT,
-                objects=objects))
 
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
                  step: plan.Step) -> Result:
@@ -284,7 +280,7 @@ class Engine:
             if time.monotonic() > ctx.deadline:  # the checks used it all: do not act late
                 raise ActionTimeoutError(f"action '{action.name}' did not finish within "
                                          f"{self.action_timeout:g}s (in its checks)")
-            self._log_action(event, rule, action, Status.IN_PROGRESS)
+            self.report(ActionStarted(event=event, rule=rule, action=action))
             return run(ctx)
 
         result = self._call(checked_run, f"action '{action.name}'", event.trace_id)
@@ -313,53 +309,28 @@ class Engine:
                          context=name, error=_error_text(exc), trace_id=event.trace_id)
         return found
 
-    def _report_action(self, event: Event, rule: Rule, action: Action, result: Result) -> None:
+    def _report_action(self, event: Event, rule: Rule, action: Action, result: Result, *,
+                       seconds: float, span: tuple[str, str, int]) -> None:
         status = Status.FAILURE if result.error else result.status
         output = result.output
         if result.artifact is not None and action.output is None and not output:
             output = result.artifact.data.decode("utf-8", "replace")
-        self._finish(event, rule, action, status, output=output, error=result.error,
-                     objects=result.objects)
-
-    def _finish(self, event: Event, rule: Rule, action: Action, status: Status, *,
-                output: str = "", error: str = "", objects: Mapping[str, str] | None = None
-                ) -> None:
-        objects = dict(objects or {})
-        self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
-                            actionner=action.actionner, status=str(status),
-                            namespace=objects.get("namespace", ""), pod=objects.get("pod", ""))
-        self._log_action(event, rule, action, status, output=output, error=error,
-                         objects=objects)
-        names = self._notifiers(rule)
-        if names:  # a Notification is only built for someone to receive it
-            self.notify_sink(names, Notification(
-                message="action", status=str(status), trace_id=event.trace_id, rule=rule.name,
-                action=action.name, actionner=action.actionner, event=event.output,
-                priority=event.priority, source=event.source, output=output, error=error,
-                objects=objects))
-
-    def _log_action(self, event: Event, rule: Rule, action: Action, status: Status, *,
-                    dry_run: bool = False, **fields: Any) -> None:
-        level = logging.ERROR if status == Status.FAILURE else logging.INFO
-        objects = fields.pop("objects", None) or {}
-        log.emit(logger, level, "action", rule=rule.name, action=action.name,
-                 actionner=action.actionner, status=str(status), trace_id=event.trace_id,
-                 dry_run=dry_run or None, event=event.rule,
-                 **{k.lower(): v for k, v in objects.items()}, **fields)
-
-    def _notifiers(self, rule: Rule) -> tuple[str, ...]:
-        """Who hears about `rule`'s results: the default notifiers, then the rule's own."""
-        return tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
+        span_id, parent, started_ns = span
+        self.report(ActionOutcome(
+            event=event, rule=rule, action=action, status=str(status), output=output,
+            error=result.error, objects=dict(result.objects), seconds=seconds,
+            span_id=span_id, parent_id=parent, started_ns=started_ns,
+            ended_ns=time.time_ns()))
 
     # -- output stage -----------------------------------------------------------------
 
     def _output_stage(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
-                      result: Result) -> bool:
+                      result: Result, parent: str = "") -> bool:
         info = plugin.info
         spec = action.output
         if spec is None or not (info.allow_output or info.require_output):
             return True
-        target = spec.target
+        target, started_ns = spec.target, time.time_ns()
         try:
             artifact = result.artifact
             if artifact is None or not artifact.data:
@@ -383,20 +354,11 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
-        self.metrics.child(self.metrics.outputs, rule.name, action.name, target,
-                           str(status)).inc()
-        level = logging.ERROR if status == Status.FAILURE else logging.INFO
-        log.emit(logger, level, "output", rule=rule.name, action=action.name,
-                 actionner=action.actionner, output_target=target, status=str(status),
-                 result=stored.output, error=stored.error, trace_id=event.trace_id,
-                 **{k.lower(): v for k, v in stored.objects.items()})
-        names = self._notifiers(rule)
-        if names:
-            self.notify_sink(names, Notification(
-                message="output", status=str(status), trace_id=event.trace_id, rule=rule.name,
-                action=action.name, actionner=action.actionner, event=event.output,
-                output_target=target, category=target.split(":", 1)[0], result=stored.output,
-                error=stored.error, objects=dict(stored.objects)))
+        self.report(OutputOutcome(
+            event=event, rule=rule, action=action, target=target, status=str(status),
+            result=stored.output, error=stored.error, objects=stored.objects,
+            span_id=self.reporter.span_id(), parent_id=parent, started_ns=started_ns,
+            ended_ns=time.time_ns()))
         return status != Status.FAILURE
 
 

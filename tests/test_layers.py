@@ -59,6 +59,8 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         # so L1 is the lowest layer consistent with them; engine and cli import them.
         "talon.plan", "talon.render", "talon.suite",
         "talon.redact", "talon.health",
+        # stage records, the reporter and its sinks, the optional OpenTelemetry export
+        "talon.outcome", "talon.report", "talon.otel",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params"),
 }
