@@ -41,6 +41,7 @@ from talon.outcome import (
     EventOutcome,
     MatchOutcome,
     OutputOutcome,
+    Span,
 )
 from talon.plugin import ActionContext, OutputContext
 from talon.registry import Plugin, Registry
@@ -198,22 +199,22 @@ class Engine:
             self.report(EventOutcome(event=event, status=DUPLICATE))
             return []
         started, span = time.time_ns(), self.reporter.span_id()
-        self.report(EventOutcome(event=event, status=RECEIVED, span_id=span,
-                                 started_ns=started))
+        self.report(EventOutcome(event=event, status=RECEIVED))
         done: list[tuple[str, str, str]] = []
         for rule in matched:
             self._rule(event, rule, done, span)
             if not rule.continues:
                 break
-        self.report(EventOutcome(event=event, status=DONE, span_id=span, started_ns=started,
-                                 ended_ns=time.time_ns()))
+        self.report(EventOutcome(event=event, status=DONE, span=Span(
+            span, event.parent_span_id, started, time.time_ns()) if span else None))
         return done
 
     def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]],
               parent: str = "") -> None:
         span = self.reporter.span_id()
-        self.report(MatchOutcome(event=event, rule=rule, span_id=span, parent_id=parent,
-                                 at_ns=time.time_ns()))
+        at = time.time_ns() if span else 0
+        self.report(MatchOutcome(event=event, rule=rule,
+                                 span=Span(span, parent, at, at) if span else None))
         for action in rule.actions:
             outcome = self.run_action(event, rule, action, span)
             done.append((rule.name, action.name, outcome.status))
@@ -235,9 +236,9 @@ class Engine:
             namespace, pod = _target_names(event)
             self.report(ActionOutcome(
                 event=event, rule=rule, action=action, status=DRY_RUN, output=DRY_RUN_OUTPUT,
-                parameters=params.to_plain(step.parameters), namespace=namespace, pod=pod,
-                span_id=span, parent_id=parent, started_ns=started_ns,
-                ended_ns=time.time_ns()))
+                objects={k: v for k, v in (("namespace", namespace), ("pod", pod)) if v},
+                parameters=params.to_plain(step.parameters),
+                span=Span(span, parent, started_ns, time.time_ns()) if span else None))
             return Outcome(True, "dry_run")
         try:
             result = self._execute(event, rule, action, plugin, step)
@@ -319,8 +320,7 @@ class Engine:
         self.report(ActionOutcome(
             event=event, rule=rule, action=action, status=str(status), output=output,
             error=result.error, objects=dict(result.objects), seconds=seconds,
-            span_id=span_id, parent_id=parent, started_ns=started_ns,
-            ended_ns=time.time_ns()))
+            span=Span(span_id, parent, started_ns, time.time_ns()) if span_id else None))
 
     # -- output stage -----------------------------------------------------------------
 
@@ -354,11 +354,11 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
+        span = self.reporter.span_id()
         self.report(OutputOutcome(
             event=event, rule=rule, action=action, target=target, status=str(status),
             result=stored.output, error=stored.error, objects=stored.objects,
-            span_id=self.reporter.span_id(), parent_id=parent, started_ns=started_ns,
-            ended_ns=time.time_ns()))
+            span=Span(span, parent, started_ns, time.time_ns()) if span else None))
         return status != Status.FAILURE
 
 

@@ -41,6 +41,7 @@ from talon.outcome import (
     MatchOutcome,
     NotificationOutcome,
     OutputOutcome,
+    Span,
 )
 
 INSTALL = "pip install -r requirements-otel.txt (or pip install '.[otel]')"
@@ -207,7 +208,7 @@ class SpanSink:
             span = self._build.event(o)
         else:
             return
-        if span is None:
+        if span is None:  # tracing was off when the stage ran, or not a W3C trace id
             return
         if self._queue is not None and len(self._queue) >= self._max:
             self._dropped.inc()  # the SDK would drop one too, and log a warning per span
@@ -248,11 +249,12 @@ class _Builder:
         self._scope = InstrumentationScope(SERVICE, __version__)
         self._sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 
-    def _span(self, name: str, trace_id: str, span_id: str, parent_id: str, *,
-              start: int, end: int, attributes: Mapping[str, Any], error: str = "",
-              remote_parent: bool = False, events: tuple[Any, ...] = ()) -> Any:
-        if len(trace_id) != 32 or not span_id:
+    def _span(self, name: str, trace_id: str, where: Span | None, *,
+              attributes: Mapping[str, Any], error: str = "", remote_parent: bool = False,
+              events: tuple[Any, ...] = ()) -> Any:
+        if where is None or len(trace_id) != 32 or not where.span_id:
             return None
+        span_id, parent_id, start, end = where
         t = self._trace
         try:
             tid = int(trace_id, 16)
@@ -276,9 +278,8 @@ class _Builder:
         for key in list(e.output_fields)[:MAX_FIELDS]:
             attributes[f'event.output_fields["{key}"]'] = (e.field_text(key) or "")[:MAX_VALUE]
         body = json.dumps(e.to_dict(), default=str)[:MAX_VALUE]
-        events = (self._event("event", {"event": body}, o.started_ns),)
-        return self._span("event", e.trace_id, o.span_id, e.parent_span_id,
-                          start=o.started_ns, end=o.ended_ns, attributes=attributes,
+        events = (self._event("event", {"event": body}, o.span.start_ns if o.span else 0),)
+        return self._span("event", e.trace_id, o.span, attributes=attributes,
                           remote_parent=True, events=events)
 
     def match(self, o: MatchOutcome) -> Any:
@@ -286,14 +287,10 @@ class _Builder:
         attributes = {"event.rule": e.rule, "event.output": e.output[:MAX_VALUE],
                       "event.source": e.source, "event.trace_id": e.trace_id,
                       "rule.name": rule.name, "rule.description": rule.description}
-        return self._span("match", e.trace_id, o.span_id, o.parent_id, start=o.at_ns,
-                          end=o.at_ns, attributes=attributes)
+        return self._span("match", e.trace_id, o.span, attributes=attributes)
 
     def action(self, o: ActionOutcome) -> Any:
-        action = o.action
-        objects = dict(o.objects)
-        if o.dry_run:
-            objects = {k: v for k, v in (("namespace", o.namespace), ("pod", o.pod)) if v}
+        action, objects = o.action, o.objects
         attributes: dict[str, Any] = {
             "rule.name": o.rule.name, "action.name": action.name,
             "action.actionner": action.actionner, "actionner.name": action.actionner,
@@ -302,8 +299,7 @@ class _Builder:
             "action.result": o.status, "action.output": o.output[:MAX_VALUE],
             "action.error": o.error, "action.dry_run": o.dry_run,
             **{f"object.{k.lower()}": v for k, v in objects.items()}}
-        return self._span("action", o.event.trace_id, o.span_id, o.parent_id,
-                          start=o.started_ns, end=o.ended_ns, attributes=attributes,
+        return self._span("action", o.event.trace_id, o.span, attributes=attributes,
                           error=o.error or ("failure" if not o.ok else ""))
 
     def output(self, o: OutputOutcome) -> Any:
@@ -313,8 +309,7 @@ class _Builder:
             "output.status": o.status, "output.message": o.result[:MAX_VALUE],
             "output.error": o.error,
             **{f"object.{k.lower()}": v for k, v in o.objects.items()}}
-        return self._span("output", o.event.trace_id, o.span_id, o.parent_id,
-                          start=o.started_ns, end=o.ended_ns, attributes=attributes,
+        return self._span("output", o.event.trace_id, o.span, attributes=attributes,
                           error=o.error or ("failure" if o.status == "failure" else ""))
 
     def notification(self, o: NotificationOutcome) -> Any:
@@ -325,6 +320,6 @@ class _Builder:
                       "notification.stage": n.message, "notification.error": o.error,
                       "rule.name": n.rule, "action.name": n.action}
         start = o.started_ns or time.time_ns()
-        return self._span("notification", n.trace_id, _new_span_id(), n.span_id, start=start,
-                          end=o.ended_ns or start, attributes=attributes,
+        where = Span(_new_span_id(), n.span_id, start, o.ended_ns or start)
+        return self._span("notification", n.trace_id, where, attributes=attributes,
                           error=o.error or ("failure" if o.status != "success" else ""))

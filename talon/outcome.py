@@ -4,8 +4,8 @@ Layer L1 (stdlib, talon.models and talon.rules.model). The engine and the notifi
 dispatcher make these records and hand them to one `talon.report.Reporter`, which passes
 each to every sink (log, metrics, notifications, spans, ledger…): a new sink reads
 records, it touches no stage. Records hold references to the event, rule and action (no
-copies), so making one costs one small object. Span ids are "" unless a tracing sink
-is on (`Reporter.span_id`).
+copies), so making one costs one small object (a frozen dataclass pays per field, so the
+span's ids and times travel in one `span` tuple, None unless a tracing sink is on).
 
 Stages, in the order an event goes through them:
 - EventOutcome: `received` (logged before any rule runs), `duplicate`, `unusable`, and
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from talon.models import Event, Notification
 from talon.rules.model import Action, Rule
@@ -37,6 +37,16 @@ def _empty() -> Mapping[str, str]:
     return {}
 
 
+class Span(NamedTuple):
+    """Where a stage sits in its trace: its span id, its parent's, start and end (ns since
+    the epoch). Made only when tracing (`Reporter.span_id()` gave an id)."""
+
+    span_id: str
+    parent_id: str
+    start_ns: int
+    end_ns: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventOutcome:
     """An event reached the engine (`status` says how far it went)."""
@@ -46,10 +56,8 @@ class EventOutcome:
     status: str
     reason: str = ""
     """Why an `unusable` event can match no rule (`no_rule`, `unknown_priority`)."""
-    span_id: str = ""
-    started_ns: int = 0
-    """Wall-clock time (ns since the epoch) the engine took the event."""
-    ended_ns: int = 0
+    span: Span | None = None
+    """The root span (`done` only); its parent is the caller's span, if any."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,9 +67,7 @@ class MatchOutcome:
     stage: ClassVar[str] = "match"
     event: Event
     rule: Rule
-    span_id: str = ""
-    parent_id: str = ""
-    at_ns: int = 0
+    span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,17 +92,12 @@ class ActionOutcome:
     output: str = ""
     error: str = ""
     objects: Mapping[str, str] = field(default_factory=_empty)
+    """What the actionner named; for a dry run, the event's namespace and pod."""
     parameters: Mapping[str, Any] | None = None
     """The final parameters (dry runs log them)."""
-    namespace: str = ""
-    pod: str = ""
-    """The event's namespace and pod (dry runs, where no actionner named its objects)."""
     seconds: float = 0.0
     """How long the action ran (monotonic clock); 0 for a dry run."""
-    span_id: str = ""
-    parent_id: str = ""
-    started_ns: int = 0
-    ended_ns: int = 0
+    span: Span | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -120,10 +121,7 @@ class OutputOutcome:
     result: str = ""
     error: str = ""
     objects: Mapping[str, str] = field(default_factory=_empty)
-    span_id: str = ""
-    parent_id: str = ""
-    started_ns: int = 0
-    ended_ns: int = 0
+    span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,6 @@ from talon.metrics import Metrics
 from talon.models import Notification
 from talon.outcome import (
     DONE,
-    DRY_RUN,
     DUPLICATE,
     RECEIVED,
     UNUSABLE,
@@ -132,10 +131,7 @@ class MetricsSink:
 
     def _action(self, o: ActionOutcome) -> None:
         m, action = self.metrics, o.action
-        if o.dry_run:
-            namespace, pod = o.namespace, o.pod
-        else:
-            namespace, pod = o.objects.get("namespace", ""), o.objects.get("pod", "")
+        namespace, pod = o.objects.get("namespace", ""), o.objects.get("pod", "")
         m.action(rule=o.rule.name, event=o.event.rule, action=action.name,
                  actionner=action.actionner, status=o.status, namespace=namespace, pod=pod)
         if not o.dry_run:
@@ -199,8 +195,7 @@ class LogSink:
             log.emit(engine_logger, logging.INFO, "action", rule=o.rule.name,
                      action=action.name, actionner=action.actionner, status="success",
                      trace_id=e.trace_id, dry_run=True, event=e.rule,
-                     parameters=o.parameters, output=o.output, namespace=o.namespace,
-                     pod=o.pod)
+                     parameters=o.parameters, output=o.output, **o.objects)
             return
         level = logging.ERROR if o.status == "failure" else logging.INFO
         log.emit(engine_logger, level, "action", rule=o.rule.name, action=action.name,
@@ -263,20 +258,17 @@ class NotifySink:
                     message="output", status=o.status, trace_id=e.trace_id, rule=o.rule.name,
                     action=action.name, actionner=action.actionner, event=e.output,
                     output_target=target, category=target.split(":", 1)[0], result=o.result,
-                    error=o.error, objects=dict(o.objects), span_id=o.span_id))
+                    error=o.error, objects=dict(o.objects), span_id=_span_id(o)))
 
 
 def _action_notification(o: ActionOutcome) -> Notification:
     e, action = o.event, o.action
-    if o.dry_run:
-        objects = {k: v for k, v in (("namespace", o.namespace), ("pod", o.pod)) if v}
-        return Notification(
-            message="action", status=DRY_RUN, trace_id=e.trace_id, rule=o.rule.name,
-            action=action.name, actionner=action.actionner, event=e.output,
-            priority=e.priority, source=e.source, output=o.output, objects=objects,
-            span_id=o.span_id)
     return Notification(
         message="action", status=o.status, trace_id=e.trace_id, rule=o.rule.name,
         action=action.name, actionner=action.actionner, event=e.output, priority=e.priority,
         source=e.source, output=o.output, error=o.error, objects=dict(o.objects),
-        span_id=o.span_id)
+        span_id=_span_id(o))
+
+
+def _span_id(o: ActionOutcome | OutputOutcome) -> str:
+    return o.span.span_id if o.span is not None else ""

@@ -25,15 +25,15 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs requirements-otel.txt")
 pytest.importorskip("grpc", reason="needs grpcio (tests/requirements.txt)")
 
-from talon import config, models, notify, otel, report, rules  # noqa: E402
-from talon.engine import Engine  # noqa: E402
-from talon.errors import ActionError, ConfigError  # noqa: E402
-from talon.metrics import Metrics  # noqa: E402
-from talon.models import Artifact, Notification, Result  # noqa: E402
-from talon.registry import Registry, actionner, output  # noqa: E402
-from talon.reloader import RuleStore  # noqa: E402
-from tests.fakes.otlp import Collected, GrpcReceiver, HttpReceiver  # noqa: E402
-from tests.notifiers.sinks import free_port  # noqa: E402
+from talon import config, models, notify, otel, report, rules
+from talon.engine import Engine
+from talon.errors import ActionError, ConfigError
+from talon.metrics import Metrics
+from talon.models import Artifact, Notification, Result
+from talon.registry import Registry, actionner, output
+from talon.reloader import RuleStore
+from tests.fakes.otlp import Collected, GrpcReceiver, HttpReceiver
+from tests.notifiers.sinks import free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"

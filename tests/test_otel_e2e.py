@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs requirements-otel.txt")
 pytest.importorskip("grpc", reason="needs grpcio (tests/requirements.txt)")
 
-from tests.fakes.otlp import GrpcReceiver  # noqa: E402
-from tests.support import Launch, start  # noqa: E402
-from tests.test_e2e_server import event, records  # noqa: E402
+from tests.fakes.otlp import GrpcReceiver
+from tests.support import Launch, start
+from tests.test_e2e_server import event, records
 
 __all__ = ["start"]
 

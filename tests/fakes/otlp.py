@@ -97,7 +97,7 @@ class _Traces(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
     def __init__(self, got: Collected) -> None:
         self.got = got
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the gRPC method
+    def Export(self, request: Any, context: Any) -> Any:
         self.got.add_traces(request)
         return trace_pb.ExportTraceServiceResponse()
 
@@ -106,7 +106,7 @@ class _Metrics(metrics_grpc.MetricsServiceServicer):  # type: ignore[misc]
     def __init__(self, got: Collected) -> None:
         self.got = got
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the gRPC method
+    def Export(self, request: Any, context: Any) -> Any:
         self.got.add_metrics(request)
         return metrics_pb.ExportMetricsServiceResponse()
 
@@ -135,7 +135,7 @@ class HttpReceiver(Collected):
         class Handler(BaseHTTPRequestHandler):
             disable_nagle_algorithm = True
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
