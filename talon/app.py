@@ -1,7 +1,9 @@
 """Wiring and lifecycle of the server: rules → engine → pool → HTTP, reloader, signals.
 
 Layer L5. Start order: logging, rules (invalid → exit 1), notifiers, engine, workers,
-HTTP listener, reloader; then READY=1 to systemd. SIGHUP reloads the rules; SIGTERM and
+HTTP listener, reloader; then READY=1 to systemd. One talon.report Reporter takes every
+stage's outcome (engine and notification dispatcher) to the log, metrics, notification
+and, with `otel.traces_enabled`, span sinks. SIGHUP reloads the rules; SIGTERM and
 SIGINT stop accepting, drain the queue (bounded by `shutdown_timeout_seconds`) so that
 nothing accepted is lost, then exit 0; past that deadline, each event not processed is
 logged and counted (talon.pool), and the exit code is 1.
@@ -16,7 +18,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import auth, containment, governor, health, ledger, log, notify, rules, sdnotify, tls
+from talon import (
+    auth,
+    containment,
+    governor,
+    health,
+    ledger,
+    log,
+    notify,
+    otel,
+    report,
+    rules,
+    sdnotify,
+    tls,
+)
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
@@ -56,6 +71,7 @@ class App:
     sweeper: LeaseSweeper | None = None
     reconciler: containment.Reconciler | None = None
     ledger: Ledger | None = None
+    telemetry: otel.Telemetry | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -90,6 +106,8 @@ class App:
         self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
         if self.ledger is not None:
             self.ledger.stop()  # after the workers: every outcome they reported is written
+        if self.telemetry is not None:  # after the last notification span
+            self.telemetry.shutdown()
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
         return drained
 
@@ -111,10 +129,13 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     delivery = Delivery(timeout=settings.notifier_timeout_seconds,
                         retries=settings.notifier_retries)
     clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
+    reporter = report.Reporter.standard(metrics, print_all_events=settings.print_all_events)
     dispatcher = notify.Dispatcher(
         notify.build(names, settings.notifiers, registry, delivery, clients=clients),
         metrics=metrics, workers=settings.notifier_workers,
-        queue_size=settings.notifier_queue_size)
+        queue_size=settings.notifier_queue_size, reporter=reporter)
+    reporter.add(report.NotifySink(dispatcher.submit, settings.default_notifiers,
+                                   settings.notify_dry_run))
     store = RuleStore(ruleset)
     if not settings.dry_run and _needs_kubernetes(ruleset, registry, names):
         version = clients.kube().ping()
@@ -122,16 +143,18 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                  result=f"connected to {version} ({clients.kube().source})")
     dd = settings.deduplication
     action_ledger = _ledger(settings, registry)
+    if action_ledger is not None:
+        reporter.add(ledger.LedgerSink(action_ledger))
     backend, sweeper = _dedup_backend(settings, clients, metrics)
+    telemetry = _telemetry(settings, metrics, reporter)
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
                     dedup=Deduplicator(dd.time_window_seconds, dd.key, backend),
                     clients=clients, dry_run=settings.dry_run,
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
-                    print_all_events=settings.print_all_events,
-                    gate=_governor(settings, clients, dispatcher),
-                    record=action_ledger.submit if action_ledger else None)
+                    print_all_events=settings.print_all_events, reporter=reporter,
+                    gate=_governor(settings, clients, dispatcher))
     queue = MemoryQueue(settings.queue_size, settings.queue_max_bytes)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
@@ -155,7 +178,7 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
                sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher),
-               ledger=action_ledger)
+               ledger=action_ledger, telemetry=telemetry)
 
 
 def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
@@ -233,6 +256,23 @@ def _ledger(settings: Settings, registry: Registry) -> Ledger | None:
     log.emit(logger, logging.INFO, "init", category="ledger", result=f"appending to {conf.path}",
              mac=bool(key) or None)
     return found
+
+
+def _telemetry(settings: Settings, metrics: Metrics,
+               reporter: report.Reporter) -> otel.Telemetry | None:
+    """The OTLP export when `otel.*` asks for it (ConfigError if the SDK is missing)."""
+    o = settings.otel
+    if not (o.traces_enabled or o.metrics_enabled):
+        return None
+    telemetry = otel.Telemetry(o, metrics)
+    if telemetry.spans is not None:
+        reporter.add(telemetry.spans, tracing=True)
+    what = " and ".join(k for k, on in (("traces", o.traces_enabled),
+                                         ("metrics", o.metrics_enabled)) if on)
+    log.emit(logger, logging.INFO, "init", category="opentelemetry",
+             result=f"exporting {what} over OTLP/{o.protocol}",
+             collector=f"{o.collector_endpoint}:{o.port}")
+    return telemetry
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,

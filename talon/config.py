@@ -37,6 +37,18 @@ def _log_format(value: str) -> str:
     return word
 
 
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+GRPC_PORT, HTTP_PORT = 4317, 4318
+"""OTLP's standard ports; with http/protobuf, the default port (4317) means 4318."""
+
+
+def _otlp_protocol(value: str) -> str:
+    word = value.strip().lower()
+    if word not in OTLP_PROTOCOLS:
+        raise ValueError(f"expected one of {', '.join(OTLP_PROTOCOLS)}, got {value!r}")
+    return word
+
+
 _EVENT_FIELDS = ("rule", "priority", "source", "hostname", "output")
 _OUTPUT_FIELDS = "output_fields."
 
@@ -129,6 +141,17 @@ class OtelSettings:
     """Talk to the collector without TLS (`use_insecure_grpc` is accepted, as in the docs)."""
     timeout: int = field(default=10, metadata=meta("OTEL export timeout (s)", min_=1))
     """Export timeout in seconds."""
+    protocol: str = field(default="grpc", metadata=meta(
+        "OTLP protocol: grpc, http/protobuf", check=_otlp_protocol))
+    """OTLP over gRPC, or over HTTP with protobuf bodies (then the default port is 4318 and
+    `collector_use_insecure_grpc` means plain `http://`)."""
+
+    @property
+    def port(self) -> int:
+        """The collector port: `collector_port`, but 4318 for http/protobuf left at 4317."""
+        if self.protocol == "http/protobuf" and self.collector_port == GRPC_PORT:
+            return HTTP_PORT
+        return self.collector_port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

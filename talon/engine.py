@@ -11,6 +11,8 @@ metrics, logs and notifications. Semantics (the Go version's, bugs fixed):
 - a failure is always logged, counted and notified; `ignored` stays `ignored`;
 - an event that matches nothing and that Falco could not have sent (no rule, a priority
   Falco does not have) is counted by reason and logged at most once a minute per reason.
+Each stage's outcome is one frozen record (talon.outcome) handed to one talon.report
+Reporter, whose sinks log, count, notify and trace it; the engine itself only decides.
 The only broad `except` around plug-in calls lives here.
 """
 
@@ -24,12 +26,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from talon import log, params, plan
+from talon import log, params, plan, report
 from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status, Verdict
+from talon.outcome import (
+    DONE,
+    DRY_RUN,
+    DUPLICATE,
+    RECEIVED,
+    UNUSABLE,
+    ActionOutcome,
+    ActionStarted,
+    EventOutcome,
+    MatchOutcome,
+    OutputOutcome,
+    Span,
+)
 from talon.plugin import ActionContext, OutputContext
-from talon.records import ActionRecord
 from talon.registry import Plugin, PluginInfo, Registry
 from talon.rules.matching import PRIORITIES
 from talon.rules.model import Action, Rule, RuleSet
@@ -102,18 +116,19 @@ class Engine:
                  dedup: DuplicateFilter | None = None, clients: Any = None,
                  dry_run: bool = False, notify_dry_run: bool = False,
                  action_timeout: float = 120.0, print_all_events: bool = False,
-                 clock: Callable[[], float] = time.monotonic, gate: Gate | None = None,
-                 record: Callable[[ActionRecord], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 reporter: report.Reporter | None = None, gate: Gate | None = None) -> None:
+        """`reporter` replaces the standard sinks built from `metrics`, `notify`,
+        `default_notifiers`, `notify_dry_run` and `print_all_events` (app builds one
+        reporter, with its span sink, for the engine and the notification dispatcher)."""
         self.registry, self.rules, self.metrics = registry, rules, metrics
-        self.notify_sink, self.default_notifiers = notify, default_notifiers
         self.dedup, self.clients = dedup, clients
         self.dry_run, self.action_timeout = dry_run, action_timeout
-        self.notify_dry_run = notify_dry_run
-        self.print_all_events = print_all_events
+        self.reporter = reporter or report.Reporter.standard(
+            metrics, notify=notify, default_notifiers=default_notifiers,
+            notify_dry_run=notify_dry_run, print_all_events=print_all_events, clock=clock)
+        self.report = self.reporter.report
         self.gate = gate
-        self.record_sink = record
-        """Receives every action and output outcome (the action ledger); may block."""
-        self._unusable = log.Throttle(60.0, clock)
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
         self._retired: set[int] = set()
@@ -186,41 +201,31 @@ class Engine:
         matched = ruleset.matcher.match(event)
         if not matched:
             if not event.rule or event.priority.lower() not in PRIORITIES:
-                self._count_unusable(event)
+                reason = "no_rule" if not event.rule else "unknown_priority"
+                self.report(EventOutcome(event=event, status=UNUSABLE, reason=reason))
             return []
         if self.dedup is not None and self.dedup.is_duplicate(event):
-            self.metrics.duplicates.inc()
-            log.emit(logger, logging.INFO, "event", status="duplicate", rule=event.rule,
-                     output=event.output, trace_id=event.trace_id)
+            self.report(EventOutcome(event=event, status=DUPLICATE))
             return []
-        if not self.print_all_events:
-            log.emit(logger, logging.INFO, "event", rule=event.rule, priority=event.priority,
-                     source=event.source, output=event.output, trace_id=event.trace_id)
+        started, span = time.time_ns(), self.reporter.span_id()
+        self.report(EventOutcome(event=event, status=RECEIVED))
         done: list[tuple[str, str, str]] = []
         for rule in matched:
-            self._rule(event, rule, done)
+            self._rule(event, rule, done, span)
             if not rule.continues:
                 break
+        self.report(EventOutcome(event=event, status=DONE, span=Span(
+            span, event.parent_span_id, started, time.time_ns()) if span else None))
         return done
 
-    def _count_unusable(self, event: Event) -> None:
-        """Count (and now and then log) an event no Falco rule could have produced."""
-        reason = "no_rule" if not event.rule else "unknown_priority"
-        self.metrics.child(self.metrics.unusable, reason).inc()
-        held = self._unusable.allow(reason)
-        if held is not None:
-            log.emit(logger, logging.WARNING, "event", status="unusable", reason=reason,
-                     error="the event can match no rule: Falco events carry a rule name and "
-                           "one of Falco's priorities", rule=event.rule,
-                     priority=event.priority, source=event.source, output=event.output,
-                     trace_id=event.trace_id, suppressed=held or None)
-
-    def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]]) -> None:
-        self.metrics.match(rule.name, event.rule, event.priority, event.source)
-        log.emit(logger, logging.INFO, "match", rule=rule.name, event=event.rule,
-                 priority=event.priority, source=event.source, trace_id=event.trace_id)
+    def _rule(self, event: Event, rule: Rule, done: list[tuple[str, str, str]],
+              parent: str = "") -> None:
+        span = self.reporter.span_id()
+        at = time.time_ns() if span else 0
+        self.report(MatchOutcome(event=event, rule=rule,
+                                 span=Span(span, parent, at, at) if span else None))
         for action in rule.actions:
-            outcome = self.run_action(event, rule, action)
+            outcome = self.run_action(event, rule, action, span)
             done.append((rule.name, action.name, outcome.status))
             if not outcome.ok and not action.ignore_errors:
                 break
@@ -229,21 +234,24 @@ class Engine:
 
     # -- one action -------------------------------------------------------------------
 
-    def run_action(self, event: Event, rule: Rule, action: Action) -> Outcome:
-        """Run one action of `rule` for `event`; never raises."""
-        started = time.monotonic()
+    def run_action(self, event: Event, rule: Rule, action: Action,
+                   parent: str = "") -> Outcome:
+        """Run one action of `rule` for `event` (`parent`: the match's span); never raises."""
+        started, started_ns = time.monotonic(), time.time_ns()
+        span = self.reporter.span_id()
         plugin = self.registry.get("actionner", action.actionner)
         step = plan.step(event, rule, action, self.registry)
         if self.dry_run or rule.dry_run:
-            self._dry_run(event, rule, action, step)
-            self._record(event, rule, action, "dry_run", parameters=step.parameters,
-                         output=DRY_RUN_OUTPUT, objects=_target_objects(event))
-            return Outcome(True, "dry_run")
+            return self._not_run(event, rule, action, step, DRY_RUN, DRY_RUN_OUTPUT,
+                                 (span, parent, started_ns))
         # The governor's hook: a disruptive action may be held here (throttled, protected)
         # or turned to dry-run, before its checks and run.
         verdict = self.gate.decide(event, rule, action, plugin.info) if self.gate else None
         if verdict is not None:
-            return self._held(event, rule, action, step, verdict)
+            status = DRY_RUN if verdict.status == DRY_RUN else verdict.status
+            output = DRY_RUN_OUTPUT if status == DRY_RUN else verdict.reason
+            return self._not_run(event, rule, action, step, status, output,
+                                 (span, parent, started_ns))
         try:
             result = self._execute(event, rule, action, plugin, step)
         except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
@@ -251,49 +259,26 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
             # a BaseException subclass, RecursionError) is a failed action, not a dead worker
             result = Result(status=Status.FAILURE, error=_error_text(exc))
-        self._report_action(event, rule, action, result)
-        self._record(event, rule, action, str(Status.FAILURE if result.error else result.status),
-                     parameters=step.parameters, output=result.output, error=result.error,
-                     objects=result.objects or _target_objects(event))
-        self.metrics.child(self.metrics.action_seconds, action.actionner).observe(
-            time.monotonic() - started)
+        self._report_action(event, rule, action, result, seconds=time.monotonic() - started,
+                            span=(span, parent, started_ns), parameters=step.parameters)
         ok = result.status != Status.FAILURE and not result.error
         status = str(result.status) if ok else str(Status.FAILURE)
         if ok and result.artifact is not None:
-            ok = self._output_stage(event, rule, action, plugin, result)
+            ok = self._output_stage(event, rule, action, plugin, result, span)
         return Outcome(ok, status)
 
-    def _dry_run(self, event: Event, rule: Rule, action: Action, step: plan.Step) -> None:
-        """Log (and count, and with notify_dry_run notify) the action not taken."""
+    def _not_run(self, event: Event, rule: Rule, action: Action, step: plan.Step,
+                 status: str, output: str, span: tuple[str, str, int]) -> Outcome:
+        """Report an action that did not run: a dry run, or held by the governor
+        (`throttled`, `protected`); either counts as done for the rule's sequencing."""
         namespace, pod = _target_names(event)
-        self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
-                         parameters=params.to_plain(step.parameters), output=DRY_RUN_OUTPUT,
-                         namespace=namespace, pod=pod)
-        self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
-                            actionner=action.actionner, status="dry_run",
-                            namespace=namespace, pod=pod)
-        names = self._notifiers(rule) if self.notify_dry_run else ()
-        if names:
-            objects = {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
-            self.notify_sink(names, Notification(
-                message="action", status="dry_run", trace_id=event.trace_id, rule=rule.name,
-                action=action.name, actionner=action.actionner, event=event.output,
-                priority=event.priority, source=event.source, output=DRY_RUN_OUTPUT,
-                objects=objects))
-
-    def _held(self, event: Event, rule: Rule, action: Action, step: plan.Step,
-              verdict: Verdict) -> Outcome:
-        """Report an action the governor did not let run as asked (counts as done)."""
-        if verdict.status == "dry_run":
-            self._dry_run(event, rule, action, step)
-            return Outcome(True, "dry_run")
-        namespace, pod = _target_names(event)
-        objects = {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
-        self._finish(event, rule, action, Status(verdict.status), output=verdict.reason,
-                     objects=objects)
-        self._record(event, rule, action, verdict.status, parameters=step.parameters,
-                     output=verdict.reason, objects=objects)
-        return Outcome(True, verdict.status)
+        span_id, parent, started_ns = span
+        self.report(ActionOutcome(
+            event=event, rule=rule, action=action, status=status, output=output,
+            objects={k: v for k, v in (("namespace", namespace), ("pod", pod)) if v},
+            parameters=params.to_plain(step.parameters),
+            span=Span(span_id, parent, started_ns, time.time_ns()) if span_id else None))
+        return Outcome(True, status)
 
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
                  step: plan.Step) -> Result:
@@ -321,7 +306,7 @@ class Engine:
             if time.monotonic() > ctx.deadline:  # the checks used it all: do not act late
                 raise ActionTimeoutError(f"action '{action.name}' did not finish within "
                                          f"{self.action_timeout:g}s (in its checks)")
-            self._log_action(event, rule, action, Status.IN_PROGRESS)
+            self.report(ActionStarted(event=event, rule=rule, action=action))
             return run(ctx)
 
         result = self._call(checked_run, f"action '{action.name}'", event.trace_id)
@@ -350,61 +335,29 @@ class Engine:
                          context=name, error=_error_text(exc), trace_id=event.trace_id)
         return found
 
-    def _report_action(self, event: Event, rule: Rule, action: Action, result: Result) -> None:
+    def _report_action(self, event: Event, rule: Rule, action: Action, result: Result, *,
+                       seconds: float, span: tuple[str, str, int],
+                       parameters: Mapping[str, Any] | None = None) -> None:
         status = Status.FAILURE if result.error else result.status
         output = result.output
         if result.artifact is not None and action.output is None and not output:
             output = result.artifact.data.decode("utf-8", "replace")
-        self._finish(event, rule, action, status, output=output, error=result.error,
-                     objects=result.objects)
-
-    def _finish(self, event: Event, rule: Rule, action: Action, status: Status, *,
-                output: str = "", error: str = "", objects: Mapping[str, str] | None = None
-                ) -> None:
-        objects = dict(objects or {})
-        self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
-                            actionner=action.actionner, status=str(status),
-                            namespace=objects.get("namespace", ""), pod=objects.get("pod", ""))
-        self._log_action(event, rule, action, status, output=output, error=error,
-                         objects=objects)
-        names = self._notifiers(rule)
-        if names:  # a Notification is only built for someone to receive it
-            self.notify_sink(names, Notification(
-                message="action", status=str(status), trace_id=event.trace_id, rule=rule.name,
-                action=action.name, actionner=action.actionner, event=event.output,
-                priority=event.priority, source=event.source, output=output, error=error,
-                objects=objects))
-
-    def _log_action(self, event: Event, rule: Rule, action: Action, status: Status, *,
-                    dry_run: bool = False, **fields: Any) -> None:
-        level = logging.ERROR if status == Status.FAILURE else logging.INFO
-        objects = fields.pop("objects", None) or {}
-        log.emit(logger, level, "action", rule=rule.name, action=action.name,
-                 actionner=action.actionner, status=str(status), trace_id=event.trace_id,
-                 dry_run=dry_run or None, event=event.rule,
-                 **{k.lower(): v for k, v in objects.items()}, **fields)
-
-    def _record(self, event: Event, rule: Rule, action: Action, status: str,
-                **fields: Any) -> None:
-        """Hand one outcome to the record sink (the action ledger), if there is one."""
-        if self.record_sink is not None:
-            self.record_sink(ActionRecord(time=time.time(), trace_id=event.trace_id,
-                                          rule=rule.name, action=action.name,
-                                          actionner=action.actionner, status=status, **fields))
-
-    def _notifiers(self, rule: Rule) -> tuple[str, ...]:
-        """Who hears about `rule`'s results: the default notifiers, then the rule's own."""
-        return tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
+        span_id, parent, started_ns = span
+        self.report(ActionOutcome(
+            event=event, rule=rule, action=action, status=str(status), output=output,
+            error=result.error, objects=dict(result.objects), seconds=seconds,
+            parameters=parameters,
+            span=Span(span_id, parent, started_ns, time.time_ns()) if span_id else None))
 
     # -- output stage -----------------------------------------------------------------
 
     def _output_stage(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
-                      result: Result) -> bool:
+                      result: Result, parent: str = "") -> bool:
         info = plugin.info
         spec = action.output
         if spec is None or not (info.allow_output or info.require_output):
             return True
-        target = spec.target
+        target, started_ns = spec.target, time.time_ns()
         try:
             artifact = result.artifact
             if artifact is None or not artifact.data:
@@ -428,23 +381,11 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - an output failure is an ordinary failure
             stored = Result(status=Status.FAILURE, error=_error_text(exc))
         status = Status.FAILURE if stored.error else stored.status
-        self._record(event, rule, action, str(status), stage="output", output_target=target,
-                     parameters=spec.parameters, output=stored.output, error=stored.error,
-                     objects=stored.objects)
-        self.metrics.child(self.metrics.outputs, rule.name, action.name, target,
-                           str(status)).inc()
-        level = logging.ERROR if status == Status.FAILURE else logging.INFO
-        log.emit(logger, level, "output", rule=rule.name, action=action.name,
-                 actionner=action.actionner, output_target=target, status=str(status),
-                 result=stored.output, error=stored.error, trace_id=event.trace_id,
-                 **{k.lower(): v for k, v in stored.objects.items()})
-        names = self._notifiers(rule)
-        if names:
-            self.notify_sink(names, Notification(
-                message="output", status=str(status), trace_id=event.trace_id, rule=rule.name,
-                action=action.name, actionner=action.actionner, event=event.output,
-                output_target=target, category=target.split(":", 1)[0], result=stored.output,
-                error=stored.error, objects=dict(stored.objects)))
+        span = self.reporter.span_id()
+        self.report(OutputOutcome(
+            event=event, rule=rule, action=action, target=target, status=str(status),
+            result=stored.output, error=stored.error, objects=stored.objects,
+            span=Span(span, parent, started_ns, time.time_ns()) if span else None))
         return status != Status.FAILURE
 
 
@@ -454,11 +395,6 @@ def _target_names(event: Event) -> tuple[str, str]:
         return event.namespace(), event.pod_name()
     except EventError:
         return "", ""
-
-
-def _target_objects(event: Event) -> dict[str, str]:
-    namespace, pod = _target_names(event)
-    return {k: v for k, v in (("namespace", namespace), ("pod", pod)) if v}
 
 
 def _error_text(exc: BaseException) -> str:

@@ -121,8 +121,8 @@ def set_timeout(sock: socket.socket, seconds: float) -> None:
 
 
 
-def trace_id_from(traceparent: list[str] | None) -> str | None:
-    """The trace id of one valid W3C `traceparent` header value, else None."""
+def traceparent_from(traceparent: list[str] | None) -> tuple[str, str] | None:
+    """(trace id, parent span id) of one valid W3C `traceparent` header value, else None."""
     if not traceparent or len(traceparent) != 1:
         return None
     match = _TRACEPARENT.fullmatch(traceparent[0].strip())
@@ -133,7 +133,13 @@ def trace_id_from(traceparent: list[str] | None) -> str | None:
         return None
     if trace_id == "0" * 32 or parent_id == "0" * 16:
         return None
-    return trace_id
+    return trace_id, parent_id
+
+
+def trace_id_from(traceparent: list[str] | None) -> str | None:
+    """The trace id of one valid W3C `traceparent` header value, else None."""
+    found = traceparent_from(traceparent)
+    return found[0] if found else None
 
 
 def error_body(error: str, field: str | None) -> bytes:
@@ -311,9 +317,10 @@ class Handler(BaseHTTPRequestHandler):
         if not admitted and config.auth is not None \
                 and not config.auth.by_signature(self.headers, body):
             raise self._unauthenticated()
-        trace_id = trace_id_from(self.headers.get_all("traceparent")) or self.server.new_trace_id()
+        caller = traceparent_from(self.headers.get_all("traceparent"))
+        trace_id, parent_id = caller or (self.server.new_trace_id(), "")
         try:
-            event = models.decode(body, trace_id=trace_id)
+            event = models.decode(body, trace_id=trace_id, parent_span_id=parent_id)
         except EventError as exc:
             raise _Rejection(HTTPStatus.BAD_REQUEST, "bad_request", str(exc),
                              field=exc.field) from None

@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from talon import log, params
+from talon.errors import EventError
+from talon.models import Event
+from talon.outcome import ActionOutcome, OutputOutcome
 from talon.records import ActionRecord
 
 logger = logging.getLogger(__name__)
@@ -336,3 +339,37 @@ def verify(files: Iterable[str], *, key: bytes | None = None,
                 report.entries += 1
                 report.last = digest(line)
     return report
+
+
+def _targets(event: Event) -> dict[str, str]:
+    """The event's namespace and pod, for an outcome whose plug-in named no object."""
+    try:
+        found = (("namespace", event.namespace()), ("pod", event.pod_name()))
+    except EventError:
+        return {}
+    return {key: value for key, value in found if value}
+
+
+class LedgerSink:
+    """A reporter sink: every action and output outcome becomes one ledger entry."""
+
+    name = "ledger"
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def __call__(self, o: object) -> None:
+        if type(o) is ActionOutcome:
+            self.ledger.submit(ActionRecord(
+                time=time.time(), trace_id=o.event.trace_id, rule=o.rule.name,
+                action=o.action.name, actionner=o.action.actionner, status=o.status,
+                objects=dict(o.objects) or _targets(o.event), parameters=o.parameters or {},
+                output=o.output, error=o.error))
+        elif type(o) is OutputOutcome:
+            spec = o.action.output
+            self.ledger.submit(ActionRecord(
+                time=time.time(), trace_id=o.event.trace_id, rule=o.rule.name,
+                action=o.action.name, actionner=o.action.actionner, status=o.status,
+                stage="output", output_target=o.target, objects=dict(o.objects),
+                parameters=spec.parameters if spec is not None else {}, output=o.result,
+                error=o.error))

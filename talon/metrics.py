@@ -147,6 +147,9 @@ class Metrics:
                                registry=r)
         self.queue_bytes = Gauge("talon_queue_bytes", "bytes of the events waiting for a "
                                  "worker", registry=r)
+        self.otel_spans_dropped = Counter(
+            "talon_otel_spans_dropped", "spans not exported: the OpenTelemetry export queue "
+            "was full (collector slow or unreachable)", registry=r)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._capped: dict[tuple[Any, ...], Any] = {}
         self.rule_label, self.priority_label, self.source_label = (

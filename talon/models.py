@@ -151,6 +151,9 @@ class Event:
     context: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     trace_id: str = ""
     extra: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    parent_span_id: str = ""
+    """The caller's span id (16 hex digits) when the POST carried a W3C `traceparent`:
+    the event's root span continues that span."""
 
     def field_text(self, key: str) -> str | None:
         """The text of output field `key` for matching, or None when the event lacks it."""
@@ -257,10 +260,11 @@ def _too_deep(data: Any) -> bool:
     return True
 
 
-def decode(body: bytes | str, *, trace_id: str = "") -> Event:
+def decode(body: bytes | str, *, trace_id: str = "", parent_span_id: str = "") -> Event:
     """Parse and validate one Falco event; raises EventError naming the bad field.
 
-    A non-empty `trace_id` replaces the payload's (the server assigns its own).
+    A non-empty `trace_id` replaces the payload's (the server assigns its own);
+    `parent_span_id` is the caller's span, from its `traceparent`.
     """
     if isinstance(body, bytes | bytearray):
         try:
@@ -283,10 +287,11 @@ def decode(body: bytes | str, *, trace_id: str = "") -> Event:
         raise EventError("", _TOO_DEEP)
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
-    return from_mapping(data, trace_id=trace_id)
+    return from_mapping(data, trace_id=trace_id, parent_span_id=parent_span_id)
 
 
-def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
+def from_mapping(data: Mapping[str, Any], *, trace_id: str = "",
+                 parent_span_id: str = "") -> Event:
     """Build an Event from decoded JSON (keys matched case-insensitively, later wins)."""
     known: Mapping[str, Any] = data
     extra: dict[str, Any] = {}
@@ -328,6 +333,7 @@ def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
         context=freeze(context or {}),
         trace_id=trace_id or strings["trace_id"] or "",
         extra=freeze(extra),
+        parent_span_id=parent_span_id if trace_id else "",
     )
 
 
@@ -408,6 +414,9 @@ class Notification:
     category: str = ""
     objects: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
     context: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    span_id: str = ""
+    """The span of the action or output reported (the parent of the notification's span);
+    "" when traces are off. Not part of the log line."""
 
     def as_log_line(self) -> dict[str, Any]:
         """The upstream log-line JSON: LOG_KEYS order, empty values omitted."""

@@ -4,9 +4,10 @@ Layer L3. `build()` constructs, once, each notifier a rule set or `default_notif
 and each one configured in a `notifiers.<name>` section, so that a rule reload which starts
 using a configured notifier delivers to it. `Dispatcher.submit()` never blocks (a full queue
 drops the notification, logs and counts it); a name with no built notifier is a counted
-failure, logged at most once a minute. Each delivery's outcome is logged and counted per
-notifier and status. A notifier failing or hanging costs at most one pool thread for its
-own timeout.
+failure, logged at most once a minute. Each delivery's outcome is one record
+(talon.outcome.NotificationOutcome) handed to the reporter, whose sinks log it, count it per
+notifier and status, and trace it. A notifier failing or hanging costs at most one pool
+thread for its own timeout.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from talon import log, params
+from talon import log, params, report
 from talon.errors import ConfigError
 from talon.metrics import Metrics
 from talon.models import Delivery, Notification
+from talon.outcome import NotificationOutcome
 from talon.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -77,10 +79,12 @@ class Dispatcher:
     """Delivers notifications on `workers` threads from a bounded queue."""
 
     def __init__(self, notifiers: Mapping[str, Any], *, metrics: Metrics, workers: int = 4,
-                 queue_size: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+                 queue_size: int = 1000, clock: Callable[[], float] = time.monotonic,
+                 reporter: report.Reporter | None = None) -> None:
+        """`reporter` replaces the standard log and metrics sinks built from `metrics`."""
         self.notifiers = dict(notifiers)
         self.metrics = metrics
-        self._missing = log.Throttle(60.0, clock)
+        self.report = (reporter or report.Reporter.standard(metrics, clock=clock)).report
         self._q: queue.Queue[Any] = queue.Queue(queue_size)
         self._threads = [threading.Thread(target=self._loop, name=f"talon-notifier-{i + 1}",
                                           daemon=True) for i in range(workers)]
@@ -106,21 +110,16 @@ class Dispatcher:
             try:
                 self._q.put_nowait((name, notification))
             except queue.Full:
-                self.metrics.child(self.metrics.notifications, name, "dropped").inc()
-                log.emit(logger, logging.ERROR, "notification", notifier=name,
-                         status="dropped", error="notification queue full",
-                         trace_id=notification.trace_id)
+                self.report(NotificationOutcome(notifier=name, status="dropped",
+                                                notification=notification,
+                                                error=report.QUEUE_FULL_ERROR))
 
     def _not_built(self, name: str, n: Notification) -> None:
         """A rule names a notifier that was not built (not configured, or it failed)."""
-        self.metrics.child(self.metrics.notifications, name, "failure").inc()
-        held = self._missing.allow(name)
-        if held is not None:
-            log.emit(logger, logging.WARNING, "notification", notifier=name, status="failure",
-                     rule=n.rule, action=n.action, stage=n.message, trace_id=n.trace_id,
-                     error=f"notifier '{name}' is not configured or could not be started: "
-                           f"add notifiers.{name} to the configuration and restart",
-                     suppressed=held or None)
+        self.report(NotificationOutcome(
+            notifier=name, status="failure", notification=n, missing=True,
+            error=f"notifier '{name}' is not configured or could not be started: "
+                  f"add notifiers.{name} to the configuration and restart"))
 
     def _loop(self) -> None:
         while True:
@@ -133,17 +132,16 @@ class Dispatcher:
                 self._q.task_done()
 
     def _deliver(self, name: str, n: Notification) -> None:
+        started = time.time_ns()
         try:
             self.notifiers[name].send(n)
         except Exception as exc:  # noqa: BLE001 - delivery failures are logged and counted
-            self.metrics.child(self.metrics.notifications, name, "failure").inc()
-            log.emit(logger, logging.ERROR, "notification", notifier=name, status="failure",
-                     rule=n.rule, action=n.action, stage=n.message, error=str(exc),
-                     trace_id=n.trace_id)
+            self.report(NotificationOutcome(notifier=name, status="failure", notification=n,
+                                            error=str(exc), started_ns=started,
+                                            ended_ns=time.time_ns()))
             return
-        self.metrics.child(self.metrics.notifications, name, "success").inc()
-        log.emit(logger, logging.INFO, "notification", notifier=name, status="success",
-                 rule=n.rule, action=n.action, stage=n.message, trace_id=n.trace_id)
+        self.report(NotificationOutcome(notifier=name, status="success", notification=n,
+                                        started_ns=started, ended_ns=time.time_ns()))
 
     def drain(self, timeout: float) -> None:
         """Deliver what is queued (bounded by `timeout`), then stop the threads."""

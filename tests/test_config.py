@@ -573,6 +573,8 @@ def _sample(key: str, default: object) -> tuple[str, object]:
     """An env value for `key` different from its default, and the value it must give."""
     if key == "log_format":
         return "json", "json"
+    if key == "otel.protocol":
+        return "http/protobuf", "http/protobuf"
     if key == "deduplication.key":
         return "rule", ("rule",)
     if key == "governor.budgets":

@@ -61,6 +61,8 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.plan", "talon.render", "talon.suite",
         "talon.redact", "talon.health",
         "talon.eventfiles", "talon.replay", "talon.ledger",
+        # stage records, the reporter and its sinks, the optional OpenTelemetry export
+        "talon.outcome", "talon.report", "talon.otel",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params",
         "talon.records"),

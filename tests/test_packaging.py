@@ -6,6 +6,7 @@ Behaviours covered:
   the configuration file they name is the application's default (`cli.DEFAULT_CONFIG`);
 - pyproject.toml's [project]: name `talon`, the version equal to talon.__version__,
   requires-python >= 3.11, the runtime dependencies exactly those of requirements.txt, the
+  `otel` extra exactly requirements-otel.txt, the
   `talon` console script pointing at talon.cli:main, only the `talon` package and its
   sub-packages (every folder of talon/ with an __init__.py), plus the shipped rules;
 - setuptools builds it offline (metadata and build_py, the steps of a wheel, from a copy of
@@ -77,8 +78,8 @@ def _pyproject() -> dict[str, object]:
         return tomllib.load(fh)
 
 
-def _requirements() -> list[str]:
-    lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+def _requirements(name: str = "requirements.txt") -> list[str]:
+    lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
@@ -95,6 +96,7 @@ def test_project_metadata() -> None:
     assert project["version"] == talon.__version__
     assert project["requires-python"] == ">=3.11"
     assert project["dependencies"] == _requirements()
+    assert project["optional-dependencies"] == {"otel": _requirements("requirements-otel.txt")}
     assert project["scripts"] == {"talon": "talon.cli:main"}
     build = data["build-system"]
     assert isinstance(build, dict)
@@ -156,8 +158,9 @@ def test_setuptools_builds_the_package(tmp_path: Path) -> None:
     assert "Requires-Python: >=3.11" in info.splitlines()
     entry = (meta / "entry_points.txt").read_text(encoding="utf-8")
     assert "[console_scripts]\ntalon = talon.cli:main" in entry
-    requires = (meta / "requires.txt").read_text(encoding="utf-8").split()
-    assert len(requires) == len(_requirements())
+    base, _, extras = (meta / "requires.txt").read_text(encoding="utf-8").partition("[otel]")
+    assert len(base.split()) == len(_requirements())
+    assert len(extras.split()) == len(_requirements("requirements-otel.txt"))
 
 
 @pytest.mark.skipif(not os.environ.get("TALON_PIP_INSTALL_TEST"),
