@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import auth, health, log, notify, rules, sdnotify, tls
+from talon import auth, durable, health, journal, log, notify, rules, sdnotify, tls
 from talon.clients import Clients
 from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
 from talon.config import Settings
 from talon.dedup import Backend, Deduplicator, LocalBackend
-from talon.engine import Engine
+from talon.engine import DeadLetter, DuplicateFilter, Engine
 from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
 from talon.metrics import Metrics
@@ -48,11 +48,12 @@ class App:
     store: RuleStore
     engine: Engine
     pool: WorkerPool
-    queue: MemoryQueue
+    queue: MemoryQueue | durable.JournalQueue
     server: IngestServer
     dispatcher: notify.Dispatcher
     reloader: Reloader
     sweeper: LeaseSweeper | None = None
+    journal: journal.Store | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -60,6 +61,8 @@ class App:
         return self.queue.put(event, size)
 
     def start(self) -> None:
+        if self.journal is not None:
+            self.journal.start()
         self.dispatcher.start()
         self.pool.start()
         self.server.start()
@@ -79,6 +82,8 @@ class App:
             self.sweeper.stop()
         drained = self.pool.drain(self.settings.shutdown_timeout_seconds)
         self.dispatcher.drain(min(10.0, self.settings.notifier_timeout_seconds + 1))
+        if self.journal is not None:
+            self.journal.close()
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
         return drained
 
@@ -111,17 +116,20 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                  result=f"connected to {version} ({clients.kube().source})")
     dd = settings.deduplication
     backend, sweeper = _dedup_backend(settings, clients, metrics)
+    queue, duplicates, dead_letter = _queue(settings, metrics, sweeper is None,
+                                            Deduplicator(dd.time_window_seconds, dd.key, backend))
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
-                    dedup=Deduplicator(dd.time_window_seconds, dd.key, backend),
+                    dedup=duplicates, dead_letter=dead_letter,
                     clients=clients, dry_run=settings.dry_run,
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events)
-    queue = MemoryQueue(settings.queue_size, settings.queue_max_bytes)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
-    pool = WorkerPool(queue, lambda item: engine.handle(item.event), workers=settings.workers,
+    handle = queue.handler(engine.handle) if isinstance(queue, durable.JournalQueue) \
+        else (lambda item: engine.handle(item.event))
+    pool = WorkerPool(queue, handle, workers=settings.workers,
                       overdue=engine.overdue, retire=engine.retire, metrics=metrics)
     metrics.busy_workers.set_function(pool.busy)
 
@@ -133,14 +141,45 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                         on_result=on_reload)
     server_tls, guard = _ingest_security(settings)
     server = IngestServer(
-        address=settings.listen_address, port=settings.listen_port, accept=queue.put,
+        address=settings.listen_address, port=settings.listen_port,
+        accept=queue.offer if isinstance(queue, durable.JournalQueue) else queue.put,
         metrics=metrics, max_body_bytes=settings.max_body_bytes,
         max_connections=settings.max_connections, read_timeout=settings.read_timeout_seconds,
         idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events,
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper)
+               sweeper=sweeper,
+               journal=queue.store if isinstance(queue, durable.JournalQueue) else None)
+
+
+def _queue(settings: Settings, metrics: Metrics, per_process: bool, dedup: Deduplicator
+           ) -> tuple[MemoryQueue | durable.JournalQueue, DuplicateFilter,
+                      DeadLetter | None]:
+    """The event queue, the duplicate filter and the dead-letter sink: in memory, or in
+    the journal when `journal.path` is set (per-process dedup keys then live there too;
+    Lease dedup stays as it is). Raises journal.JournalError naming the file."""
+    js = settings.journal
+    if not js.path:
+        return MemoryQueue(settings.queue_size, settings.queue_max_bytes), dedup, None
+    store = journal.Store(js.path, fsync=js.fsync, retention=js.retention_seconds,
+                          metrics=metrics)
+    try:
+        queue = durable.JournalQueue(store, max_events=js.max_events,
+                                     max_bytes=js.max_bytes, metrics=metrics)
+        dd = settings.deduplication
+        duplicates: DuplicateFilter = dedup
+        if per_process:
+            duplicates = durable.JournalDedup(store, dd.time_window_seconds, dd.key,
+                                              dd.max_entries)
+    except BaseException:
+        store.close()
+        raise
+    log.emit(logger, logging.INFO, "init", category="journal", file=js.path,
+             result=f"events are committed before 200; {queue.replayed} not done at the "
+                    "last stop run again" if queue.replayed else
+                    "events are committed before 200", fsync=js.fsync)
+    return queue, duplicates, queue.dead_letter
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
@@ -236,6 +275,9 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
     except ConfigError as exc:
         for problem in exc.problems:
             log.emit(logger, logging.CRITICAL, "config", error=problem)
+        return 1
+    except journal.JournalError as exc:
+        log.emit(logger, logging.CRITICAL, "journal", error=str(exc))
         return 1
     except KubeConfigError as exc:
         log.emit(logger, logging.CRITICAL, "init", category="kubernetes", error=str(exc),

@@ -21,8 +21,8 @@ PLUGIN_PACKAGES = ("talon.actionners", "talon.outputs", "talon.notifiers", "talo
 INDEPENDENT_LAYER = 4
 
 LAYER_TABLE: dict[int, tuple[str, ...]] = {
-    6: (LAUNCHER, "talon.__main__", "talon.cli"),
-    5: ("talon.app",),  # wiring only
+    6: (LAUNCHER, "talon.__main__", "talon.cli", "talon.journalcli"),
+    5: ("talon.app", "talon.durable"),  # wiring only
     4: ("talon.server", "talon.reloader", "talon.dedup", "talon.leases", "talon.pool"),
     3: (
         "talon.engine", "talon.notify", "talon.rules.validate",
@@ -58,7 +58,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         # plan, render and suite import only L0/L1 modules (context, rules.model, yamlio…),
         # so L1 is the lowest layer consistent with them; engine and cli import them.
         "talon.plan", "talon.render", "talon.suite",
-        "talon.redact", "talon.health",
+        "talon.redact", "talon.health", "talon.retry", "talon.journal",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params"),
 }
