@@ -182,6 +182,27 @@ def _queue(settings: Settings, metrics: Metrics, per_process: bool, dedup: Dedup
     return queue, duplicates, queue.dead_letter
 
 
+def action_engine(settings: Settings, registry: Registry, rules_paths: Sequence[str],
+                  dead_letter: DeadLetter | None = None) -> tuple[Engine, notify.Dispatcher]:
+    """An engine built as `build` builds the server's (rules, clients, notifiers, timeouts),
+    without dedup, queue or listener: `journal retry` runs recorded actions through it."""
+    ruleset = _rule_loader(settings, registry, rules_paths)()
+    names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
+    delivery = Delivery(timeout=settings.notifier_timeout_seconds,
+                        retries=settings.notifier_retries)
+    clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
+    metrics = Metrics()
+    dispatcher = notify.Dispatcher(
+        notify.build(names, settings.notifiers, registry, delivery, clients=clients),
+        metrics=metrics, workers=1, queue_size=settings.notifier_queue_size)
+    engine = Engine(registry=registry, rules=RuleStore(ruleset), metrics=metrics,
+                    notify=dispatcher.submit, default_notifiers=settings.default_notifiers,
+                    clients=clients, dry_run=settings.dry_run,
+                    notify_dry_run=settings.notify_dry_run,
+                    action_timeout=settings.action_timeout_seconds, dead_letter=dead_letter)
+    return engine, dispatcher
+
+
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
                                                   auth.Authenticator | None]:
     """TLS on the listener and the credentials required; ConfigError names a bad file."""

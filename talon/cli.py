@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from talon import __version__, catalog, config, models, plan, render, rules, suite
+from talon import __version__, catalog, config, journalcli, models, plan, render, rules, suite
 from talon.errors import ConfigError, EventError, Problem, TalonError
 from talon.registry import Kind, PluginInfo, Registry
 from talon.rules.model import RuleSet
@@ -75,13 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     rverbs.add_parser("print", parents=[common2], help="print the merged rules as YAML")
     test = rverbs.add_parser("test", parents=[common2],
                              help="show or check what events would trigger")
-    test.add_argument("inputs", nargs="+", metavar="EVENT.json|SUITE.yaml")
+    test.add_argument("inputs", nargs="+", metavar="EVENT.json|EVENTS.jsonl|SUITE.yaml")
     for kind in LIST_KINDS:
         p = verbs.add_parser(kind, parents=[common], help=f"list the {kind}")
         p.add_subparsers(dest="list_command", metavar="list", required=True).add_parser(
             "list", parents=[common2], help=f"list the available {kind}")
     verbs.add_parser("rbac", parents=[common],
                      help="print the least-privilege ClusterRole the rules need")
+    journalcli.add_parser(verbs, common)
     verbs.add_parser("version", help="print the version")
     return top
 
@@ -142,9 +143,24 @@ def cmd_print(args: argparse.Namespace, settings: config.Settings, registry: Reg
     return 0
 
 
-def _show_event(path: str, ruleset: RuleSet, registry: Registry) -> int:
+def _show_lines(path: str, ruleset: RuleSet, registry: Registry) -> int:
+    """`_show_event` for each event of a JSON Lines file (`journal export`)."""
     try:
-        event = models.decode(Path(path).read_bytes())
+        lines = Path(path).read_bytes().splitlines()
+    except OSError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    status = 0
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            status |= _show_event(f"{path}:{number}", ruleset, registry, line)
+    return status
+
+
+def _show_event(path: str, ruleset: RuleSet, registry: Registry,
+                body: bytes | None = None) -> int:
+    try:
+        event = models.decode(Path(path).read_bytes() if body is None else body)
     except (OSError, EventError) as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 1
@@ -178,6 +194,8 @@ def cmd_test(args: argparse.Namespace, settings: config.Settings, registry: Regi
                     print("  " + failure.replace("\n", "\n  "))
                 failed += bool(result.failures)
                 passed += not result.failures
+        elif Path(path).suffix == ".jsonl":
+            status |= _show_lines(path, ruleset, registry)
         else:
             status |= _show_event(path, ruleset, registry)
     if passed or failed:
@@ -249,6 +267,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_list(args, settings, registry)
     if args.command == "rbac":
         return cmd_rbac(args, settings, registry)
+    if args.command == "journal":
+        return journalcli.run(args, settings, registry, _rules_paths(settings))
     handler = {"check": cmd_check, "print": cmd_print, "test": cmd_test}
     name = "check" if args.command == "check" else args.rules_command
     return handler[name](args, settings, registry)

@@ -59,6 +59,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         # so L1 is the lowest layer consistent with them; engine and cli import them.
         "talon.plan", "talon.render", "talon.suite",
         "talon.redact", "talon.health", "talon.retry", "talon.journal",
+        "talon.journalview",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params"),
 }
