@@ -93,8 +93,11 @@ def connect(path: str, *, fsync: bool = True) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.OperationalError as exc:
         raise JournalError(f"journal {path}: cannot open: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"journal {path} is corrupt or not a journal ({exc}): move it "
+                           "aside to start with an empty journal") from exc
     return conn
 
 
@@ -117,7 +120,7 @@ def lock(path: str) -> int:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise JournalError(f"journal {path}: cannot create its lock file: {exc}") from exc
+        raise JournalError(f"journal {path}: cannot open its lock file: {exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
