@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
             "list", parents=[common2], help=f"list the available {kind}")
     verbs.add_parser("rbac", parents=[common],
                      help="print the least-privilege ClusterRole the rules need")
-    journalcli.add_parser(verbs, common)
+    journalcli.add_parser(verbs, common, common2)
     verbs.add_parser("version", help="print the version")
     return top
 

@@ -43,6 +43,7 @@ class JournalQueue:
         self._bytes = 0
         self._closed = False
         self._current = threading.local()
+        self._metrics = metrics
         for found in store.pending():
             self._items.append(JournalItem(found.event, found.size, found.id))
             self._held += 1
@@ -125,6 +126,8 @@ class JournalQueue:
         self.store.fail(getattr(self._current, "id", 0), failure.rule.name,
                         failure.action.name, failure.action.actionner, failure.parameters,
                         failure.error, failure.attempts)
+        if self._metrics is not None:
+            self._metrics.dead_letters.inc()
 
 
 class JournalDedup:

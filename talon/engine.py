@@ -271,16 +271,19 @@ class Engine:
         while True:
             attempt += 1
             try:
-                return self._execute(event, rule, action, plugin, step), attempt
+                failed = self._execute(event, rule, action, plugin, step)
+                cause = failed.cause
+                if failed.status != Status.FAILURE and not failed.error:
+                    return failed, attempt
             except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
                 raise
             except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
                 # a BaseException subclass, RecursionError) is a failed action, not a dead worker
-                failed = Result(status=Status.FAILURE, error=_error_text(exc))
-                wait = retry.delay(attempt, action.retry_backoff_seconds)
-                if attempt > action.retries or not retry.is_transient(exc) \
-                        or time.monotonic() + wait >= deadline:
-                    return failed, attempt
+                failed, cause = Result(status=Status.FAILURE, error=_error_text(exc)), exc
+            wait = retry.delay(attempt, action.retry_backoff_seconds)
+            if attempt > action.retries or not retry.is_transient(cause) \
+                    or time.monotonic() + wait >= deadline:
+                return failed, attempt
             self.metrics.child(self.metrics.retries, action.actionner).inc()
             log.emit(logger, logging.WARNING, "action", rule=rule.name, action=action.name,
                      actionner=action.actionner, status="retry", error=failed.error,

@@ -25,25 +25,28 @@ from talon.rules.model import Action, Rule
 
 
 def add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser],
-               common: argparse.ArgumentParser) -> None:
-    """Add `journal list|show|retry|drop|export` to the CLI's verbs."""
+               common: argparse.ArgumentParser, common2: argparse.ArgumentParser) -> None:
+    """Add `journal list|show|retry|drop|export` to the CLI's verbs (`common2`: the
+    options each action accepts too)."""
     top = verbs.add_parser("journal", parents=[common], help="inspect the event journal, "
                            "retry or drop failed actions")
     top.add_argument("--journal", dest="journal_path", metavar="PATH",
                      help="journal file (default: journal.path from the configuration)")
     sub = top.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
-    listing = sub.add_parser("list", help="list the events (id, state, time, rule)")
+
+    def verb(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common2], help=text)
+
+    listing = verb("list", "list the events (id, state, times, rule)")
     listing.add_argument("--failed", action="store_true", help="only events with a failed "
                          "action not yet resolved")
     listing.add_argument("--since", metavar="DURATION", help="accepted within, e.g. 1h")
-    sub.add_parser("show", help="an event and its failed actions").add_argument(
-        "id", type=int)
-    again = sub.add_parser("retry", help="run the failed actions of an event again")
+    verb("show", "an event and its failed actions").add_argument("id", type=int)
+    again = verb("retry", "run the failed actions of an event again")
     again.add_argument("id", type=int, nargs="?")
     again.add_argument("--all-failed", action="store_true", help="every unresolved one")
-    sub.add_parser("drop", help="give up the failed actions of an event").add_argument(
-        "id", type=int)
-    export = sub.add_parser("export", help="the events as JSON Lines (for `rules test`)")
+    verb("drop", "give up the failed actions of an event").add_argument("id", type=int)
+    export = verb("export", "the events as JSON Lines (for `rules test`)")
     export.add_argument("--failed", action="store_true")
     export.add_argument("--since", metavar="DURATION")
 

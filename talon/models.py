@@ -361,6 +361,9 @@ class Result:
     error: str = ""
     objects: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
     artifact: Artifact | None = None
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+    """The exception behind a failure, when there is one: it says whether the action's
+    `retries` may try again (talon.retry.is_transient)."""
 
 
 LOG_KEYS = ("time", "objects", "trace_id", "rule", "event", "message", "priority", "source",
