@@ -36,7 +36,7 @@ from typing import Any
 from talon import log
 from talon.errors import TalonError
 from talon.metrics import Metrics
-from talon.models import Event, from_mapping
+from talon.models import Event, decode
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,12 @@ class Store:
     def pending(self) -> list[Pending]:
         """Every event not done, oldest first (each counted as replayed once more)."""
         rows = self._conn.execute(
-            "SELECT id, event, size FROM events WHERE done IS NULL ORDER BY id").fetchall()
+            "SELECT id, event, size, trace_id FROM events WHERE done IS NULL ORDER BY id"
+        ).fetchall()
         found = []
-        for ident, text, size in rows:
+        for ident, text, size, trace_id in rows:
             try:
-                found.append(Pending(ident, from_mapping(json.loads(text)), size))
+                found.append(Pending(ident, decode(text, trace_id=trace_id), size))
             except (ValueError, TalonError) as exc:  # written by us: should never happen
                 log.emit(logger, logging.ERROR, "journal", error=f"event {ident} cannot be "
                          f"read back, skipped: {exc}")
@@ -187,7 +188,7 @@ class Store:
             self._next_id += 1
         waiter = _Waiter()
         self._ops.put(("insert", (ident, time.time(), event.trace_id, event.rule, size,
-                                  event.to_json()), waiter))
+                                  event.raw or event.to_json()), waiter))
         waiter.done.wait()
         if waiter.error is None:
             return ident

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from talon.journal import JournalError, connect
-from talon.models import Event, from_mapping
+from talon.models import Event, decode
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -102,8 +102,9 @@ class View:
                 for row in self._conn.execute(sql, args)]
 
     def event(self, ident: int) -> Event | None:
-        row = self._conn.execute("SELECT event FROM events WHERE id = ?", (ident,)).fetchone()
-        return None if row is None else from_mapping(json.loads(row[0]))
+        row = self._conn.execute("SELECT event, trace_id FROM events WHERE id = ?",
+                                 (ident,)).fetchone()
+        return None if row is None else decode(row[0], trace_id=row[1])
 
     def event_text(self, *, failed: bool = False, since: float | None = None
                    ) -> Iterator[str]:

@@ -151,6 +151,9 @@ class Event:
     context: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     trace_id: str = ""
     extra: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    raw: str = field(default="", repr=False, compare=False)
+    """The JSON text the event was decoded from (`decode`), kept so that a journal can
+    store it as received without encoding the event again."""
 
     def field_text(self, key: str) -> str | None:
         """The text of output field `key` for matching, or None when the event lacks it."""
@@ -283,10 +286,10 @@ def decode(body: bytes | str, *, trace_id: str = "") -> Event:
         raise EventError("", _TOO_DEEP)
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
-    return from_mapping(data, trace_id=trace_id)
+    return from_mapping(data, trace_id=trace_id, raw=body)
 
 
-def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
+def from_mapping(data: Mapping[str, Any], *, trace_id: str = "", raw: str = "") -> Event:
     """Build an Event from decoded JSON (keys matched case-insensitively, later wins)."""
     known: Mapping[str, Any] = data
     extra: dict[str, Any] = {}
@@ -328,6 +331,7 @@ def from_mapping(data: Mapping[str, Any], *, trace_id: str = "") -> Event:
         context=freeze(context or {}),
         trace_id=trace_id or strings["trace_id"] or "",
         extra=freeze(extra),
+        raw=raw,
     )
 
 
