@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -57,6 +58,8 @@ CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, expires REAL NOT NULL,
 """
 MAX_BATCH = 1000
 """Most writes committed in one transaction."""
+LAZY_SECONDS = 0.05
+"""Longest a write nobody waits for (a done mark, a dedup key) waits for company."""
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another connection's write (a CLI verb) to end."""
 DISK_FULL = "database or disk is full"
@@ -221,23 +224,44 @@ class Store:
     # -- the writer thread --------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        """Commit each batch of queued writes. Writes nobody waits for (done marks, dedup
+        keys, failures) are held up to LAZY_SECONDS and ride along with the next batch of
+        inserts, so that one event costs one commit (one fsync), not two."""
         next_prune = time.monotonic()
+        held: list[tuple[Any, ...]] = []
+        flush_at = math.inf
         stopping = False
         while not stopping:
-            try:
-                batch = [self._ops.get(timeout=max(0.01, next_prune - time.monotonic()))]
-            except queue.Empty:
-                batch = []
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._ops.get_nowait())
-                except queue.Empty:
-                    break
+            timeout = max(0.005, min(next_prune, flush_at) - time.monotonic())
+            batch = held + self._take(timeout)
             stopping = any(op[0] == "stop" for op in batch)
-            if time.monotonic() >= next_prune:
+            now = time.monotonic()
+            pruning = now >= next_prune
+            if pruning:
                 batch.append(("prune", (), None))
-                next_prune = time.monotonic() + self._prune_interval
-            self._commit(batch)
+                next_prune = now + self._prune_interval
+            waited_for = any(op[2] is not None for op in batch)
+            if waited_for or stopping or pruning or now >= flush_at \
+                    or len(batch) >= MAX_BATCH:
+                held, flush_at = [], math.inf
+                if batch:
+                    self._commit(batch)
+            else:
+                held = batch
+                flush_at = min(flush_at, now + LAZY_SECONDS)
+
+    def _take(self, timeout: float) -> list[tuple[Any, ...]]:
+        """The queued writes: waits `timeout` for the first, then takes what is there."""
+        try:
+            batch = [self._ops.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._ops.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
     def _commit(self, batch: list[tuple[Any, ...]]) -> None:
         started = time.perf_counter()
