@@ -192,7 +192,9 @@ class Store:
         waiter = _Waiter()
         self._ops.put(("insert", (ident, time.time(), event.trace_id, event.rule, size,
                                   event.raw or event.to_json()), waiter))
-        waiter.done.wait()
+        while not waiter.done.wait(1.0):
+            if not self._writer.is_alive():  # stopped (shutdown) or failed: never committed
+                return "journal_error"
         if waiter.error is None:
             return ident
         return "disk_full" if DISK_FULL in str(waiter.error) else "journal_error"
