@@ -8,7 +8,9 @@ Behaviours covered:
   --failed` and `journal show` name it (rule, action, parameters, error, attempts); once
   the API recovers, `journal retry ID` runs it again (the pod gets its label) and marks it
   resolved; `journal drop` gives up another; `journal export` feeds `rules test`;
-- which exceptions are transient (talon.retry), with the real SDK exception classes.
+- which exceptions are transient (talon.retry), with the real SDK exception classes;
+- the engine's loop in process: success after two failures, a dead letter (attempts,
+  error) after the last retry, and no attempt or wait past the action timeout.
 """
 
 from __future__ import annotations
@@ -191,3 +193,70 @@ def test_backoff_is_full_jitter_and_capped() -> None:
     assert retry.delay(3, 1.0, rng=lambda: 0.5) == 2.0
     assert retry.delay(40, 1.0, rng=lambda: 1.0) == retry.MAX_DELAY_SECONDS
     assert retry.delay(2, 1.0, rng=lambda: 0.0) == 0.0
+
+
+# --- the engine's retry loop, in process ---------------------------------------------------
+
+def _engine(tmp_path: Path, failures: int, retries: int, backoff: float, timeout: float,
+            dead: list[Any]) -> tuple[Any, list[float]]:
+    from talon import models, rules
+    from talon.engine import Engine
+    from talon.metrics import Metrics
+    from talon.registry import Registry, actionner
+    from talon.reloader import RuleStore
+
+    registry, calls = Registry(), []
+
+    def flaky(ctx: Any) -> models.Result:
+        calls.append(time.monotonic())
+        if len(calls) <= failures:
+            try:
+                raise ConnectionResetError(104, "reset by peer")
+            except ConnectionResetError as exc:
+                raise ActionError("cannot reach the API") from exc
+        return models.Result(output="done")
+
+    actionner("t", "flaky", registry=registry, description="flaky")(flaky)
+    path = tmp_path / "r.yaml"
+    path.write_text(f"- rule: R\n  match: {{rules: [F]}}\n  actions:\n"
+                    f"    - {{action: a, actionner: t:flaky, retries: {retries}, "
+                    f"retry_backoff_seconds: {backoff}}}\n")
+    engine = Engine(registry=registry, rules=RuleStore(rules.load([str(path)], registry)),
+                    metrics=Metrics(), notify=lambda names, n: None, action_timeout=timeout,
+                    dead_letter=dead.append)
+    return engine, calls
+
+
+def _event() -> Any:
+    from talon import models
+
+    return models.from_mapping({"rule": "F", "priority": "Warning", "output": "o"})
+
+
+def test_engine_retries_until_success(tmp_path: Path) -> None:
+    dead: list[Any] = []
+    engine, calls = _engine(tmp_path, failures=2, retries=3, backoff=0.01, timeout=10,
+                            dead=dead)
+    assert engine.handle(_event()) == [("R", "a", "success")]
+    assert len(calls) == 3 and dead == []
+
+
+def test_engine_gives_up_after_retries_and_records_a_dead_letter(tmp_path: Path) -> None:
+    dead: list[Any] = []
+    engine, calls = _engine(tmp_path, failures=5, retries=2, backoff=0.01, timeout=10,
+                            dead=dead)
+    assert engine.handle(_event()) == [("R", "a", "failure")]
+    assert len(calls) == 3
+    (failure,) = dead
+    assert (failure.rule.name, failure.action.name, failure.attempts) == ("R", "a", 3)
+    assert failure.error == "cannot reach the API"
+
+
+def test_engine_never_waits_past_the_action_timeout(tmp_path: Path) -> None:
+    dead: list[Any] = []
+    engine, calls = _engine(tmp_path, failures=5, retries=50, backoff=0.2, timeout=1.0,
+                            dead=dead)
+    started = time.monotonic()
+    assert engine.handle(_event()) == [("R", "a", "failure")]
+    assert time.monotonic() - started < 1.0
+    assert 1 <= len(calls) < 50 and dead[0].attempts == len(calls)
