@@ -21,8 +21,10 @@ from typing import Any
 from talon import (
     auth,
     containment,
+    durable,
     governor,
     health,
+    journal,
     ledger,
     log,
     notify,
@@ -37,7 +39,7 @@ from talon.clients import kube as kube_client
 from talon.clients.kube import KubeConfigError
 from talon.config import Settings
 from talon.dedup import Backend, Deduplicator, LocalBackend
-from talon.engine import Engine
+from talon.engine import DeadLetter, DuplicateFilter, Engine
 from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
 from talon.ledger import Ledger
@@ -64,7 +66,7 @@ class App:
     store: RuleStore
     engine: Engine
     pool: WorkerPool
-    queue: MemoryQueue
+    queue: MemoryQueue | durable.JournalQueue
     server: IngestServer
     dispatcher: notify.Dispatcher
     reloader: Reloader
@@ -72,6 +74,7 @@ class App:
     reconciler: containment.Reconciler | None = None
     ledger: Ledger | None = None
     telemetry: otel.Telemetry | None = None
+    journal: journal.Store | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
 
@@ -79,6 +82,8 @@ class App:
         return self.queue.put(event, size)
 
     def start(self) -> None:
+        if self.journal is not None:
+            self.journal.start()
         if self.ledger is not None:
             self.ledger.start()
         self.dispatcher.start()
@@ -108,6 +113,8 @@ class App:
             self.ledger.stop()  # after the workers: every outcome they reported is written
         if self.telemetry is not None:  # after the last notification span
             self.telemetry.shutdown()
+        if self.journal is not None:
+            self.journal.close()
         log.emit(logger, logging.INFO, "shutdown", result="stopped")
         return drained
 
@@ -147,18 +154,21 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         reporter.add(ledger.LedgerSink(action_ledger))
     backend, sweeper = _dedup_backend(settings, clients, metrics)
     telemetry = _telemetry(settings, metrics, reporter)
+    queue, duplicates, dead_letter = _queue(settings, metrics, sweeper is None,
+                                            Deduplicator(dd.time_window_seconds, dd.key, backend))
     engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
                     default_notifiers=settings.default_notifiers,
-                    dedup=Deduplicator(dd.time_window_seconds, dd.key, backend),
+                    dedup=duplicates, dead_letter=dead_letter,
                     clients=clients, dry_run=settings.dry_run,
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events, reporter=reporter,
                     gate=_governor(settings, clients, dispatcher))
-    queue = MemoryQueue(settings.queue_size, settings.queue_max_bytes)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
-    pool = WorkerPool(queue, lambda item: engine.handle(item.event), workers=settings.workers,
+    handle = queue.handler(engine.handle) if isinstance(queue, durable.JournalQueue) \
+        else (lambda item: engine.handle(item.event))
+    pool = WorkerPool(queue, handle, workers=settings.workers,
                       overdue=engine.overdue, retire=engine.retire, metrics=metrics)
     metrics.busy_workers.set_function(pool.busy)
 
@@ -170,7 +180,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                         on_result=on_reload)
     server_tls, guard = _ingest_security(settings)
     server = IngestServer(
-        address=settings.listen_address, port=settings.listen_port, accept=queue.put,
+        address=settings.listen_address, port=settings.listen_port,
+        accept=queue.offer if isinstance(queue, durable.JournalQueue) else queue.put,
         metrics=metrics, max_body_bytes=settings.max_body_bytes,
         max_connections=settings.max_connections, read_timeout=settings.read_timeout_seconds,
         idle_timeout=settings.idle_timeout_seconds, print_all_events=settings.print_all_events,
@@ -178,7 +189,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
                sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher),
-               ledger=action_ledger, telemetry=telemetry)
+               ledger=action_ledger, telemetry=telemetry,
+               journal=queue.store if isinstance(queue, durable.JournalQueue) else None)
 
 
 def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
@@ -275,6 +287,56 @@ def _telemetry(settings: Settings, metrics: Metrics,
     return telemetry
 
 
+def _queue(settings: Settings, metrics: Metrics, per_process: bool, dedup: Deduplicator
+           ) -> tuple[MemoryQueue | durable.JournalQueue, DuplicateFilter,
+                      DeadLetter | None]:
+    """The event queue, the duplicate filter and the dead-letter sink: in memory, or in
+    the journal when `journal.path` is set (per-process dedup keys then live there too;
+    Lease dedup stays as it is). Raises journal.JournalError naming the file."""
+    js = settings.journal
+    if not js.path:
+        return MemoryQueue(settings.queue_size, settings.queue_max_bytes), dedup, None
+    store = journal.Store(js.path, fsync=js.fsync, retention=js.retention_seconds,
+                          metrics=metrics)
+    try:
+        queue = durable.JournalQueue(store, max_events=js.max_events,
+                                     max_bytes=js.max_bytes, metrics=metrics)
+        dd = settings.deduplication
+        duplicates: DuplicateFilter = dedup
+        if per_process:
+            duplicates = durable.JournalDedup(store, dd.time_window_seconds, dd.key,
+                                              dd.max_entries)
+    except BaseException:
+        store.close()
+        raise
+    log.emit(logger, logging.INFO, "init", category="journal", file=js.path,
+             result=f"events are committed before 200; {queue.replayed} not done at the "
+                    "last stop run again" if queue.replayed else
+                    "events are committed before 200", fsync=js.fsync)
+    return queue, duplicates, queue.dead_letter
+
+
+def action_engine(settings: Settings, registry: Registry, rules_paths: Sequence[str],
+                  dead_letter: DeadLetter | None = None) -> tuple[Engine, notify.Dispatcher]:
+    """An engine built as `build` builds the server's (rules, clients, notifiers, timeouts),
+    without dedup, queue or listener: `journal retry` runs recorded actions through it."""
+    ruleset = _rule_loader(settings, registry, rules_paths)()
+    names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
+    delivery = Delivery(timeout=settings.notifier_timeout_seconds,
+                        retries=settings.notifier_retries)
+    clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
+    metrics = Metrics()
+    dispatcher = notify.Dispatcher(
+        notify.build(names, settings.notifiers, registry, delivery, clients=clients),
+        metrics=metrics, workers=1, queue_size=settings.notifier_queue_size)
+    engine = Engine(registry=registry, rules=RuleStore(ruleset), metrics=metrics,
+                    notify=dispatcher.submit, default_notifiers=settings.default_notifiers,
+                    clients=clients, dry_run=settings.dry_run,
+                    notify_dry_run=settings.notify_dry_run,
+                    action_timeout=settings.action_timeout_seconds, dead_letter=dead_letter)
+    return engine, dispatcher
+
+
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
                                                   auth.Authenticator | None]:
     """TLS on the listener and the credentials required; ConfigError names a bad file."""
@@ -368,6 +430,9 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
     except ConfigError as exc:
         for problem in exc.problems:
             log.emit(logger, logging.CRITICAL, "config", error=problem)
+        return 1
+    except journal.JournalError as exc:
+        log.emit(logger, logging.CRITICAL, "journal", error=str(exc))
         return 1
     except KubeConfigError as exc:
         log.emit(logger, logging.CRITICAL, "init", category="kubernetes", error=str(exc),

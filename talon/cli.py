@@ -21,6 +21,7 @@ from talon import (
     catalog,
     config,
     eventfiles,
+    journalcli,
     ledger,
     models,
     plan,
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
             "list", parents=[common2], help=f"list the available {kind}")
     verbs.add_parser("rbac", parents=[common],
                      help="print the least-privilege ClusterRole the rules need")
+    journalcli.add_parser(verbs, common, common2)
     verbs.add_parser("version", help="print the version")
     safety_cli.add_parsers(verbs, common, common2)
     return top
@@ -392,6 +394,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_list(args, settings, registry)
     if args.command == "rbac":
         return cmd_rbac(args, settings, registry)
+    if args.command == "journal":
+        return journalcli.run(args, settings, registry, _rules_paths(settings))
     handler = {"check": cmd_check, "print": cmd_print, "test": cmd_test, "replay": cmd_replay}
     name = "check" if args.command == "check" else args.rules_command
     return handler[name](args, settings, registry)

@@ -229,6 +229,26 @@ class ProtectedSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JournalSettings:
+    """The durable event journal (section `journal`)."""
+
+    path: str = field(default="", metadata=meta("Journal file (SQLite); empty = off"))
+    """SQLite file in which accepted events are committed before POST answers 200, and
+    failed actions are kept; empty keeps events in memory only."""
+    fsync: bool = field(default=True, metadata=meta("Commits survive power loss"))
+    """True: synchronous=FULL (survives power loss); false: NORMAL (process crashes only)."""
+    max_events: int = field(default=100000, metadata=meta(
+        "Journal capacity (events not done)", min_=1))
+    """Events accepted and not done (waiting or running); beyond it POST / answers 503."""
+    max_bytes: int = field(default=268435456, metadata=meta(
+        "Journal capacity (bytes not done)", min_=1024))
+    """Bytes (request bodies) of the events not done; beyond it POST / answers 503."""
+    retention_seconds: float = field(default=86400.0, metadata=meta(
+        "Keep done events (s)", min_=0))
+    """Done events (and resolved failures) are deleted this long after they finish."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AwsSettings:
     """AWS credentials for aws:* plug-ins (section `aws`); empty = the SDK's own chain."""
 
@@ -400,6 +420,8 @@ class Settings:
     """OpenTelemetry export."""
     deduplication: DedupSettings = field(default_factory=DedupSettings)
     """De-duplication and leader election."""
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    """The durable event journal."""
     default_notifiers: tuple[str, ...] = field(default=(), metadata=meta(
         "Notifiers used by every rule", check=_lower_items))
     """Notifiers enabled for every rule (names lower-cased)."""

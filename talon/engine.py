@@ -9,6 +9,8 @@ metrics, logs and notifications. Semantics (the Go version's, bugs fixed):
 - `dry_run` (rule or global) logs the action with its final parameters and calls nothing;
   with `notify_dry_run` its notification goes out too, with status `dry_run`;
 - a failure is always logged, counted and notified; `ignored` stays `ignored`;
+- a transient failure is retried when the action sets `retries` (talon.retry); one that
+  still fails is handed to `dead_letter` (the journal records it);
 - an event that matches nothing and that Falco could not have sent (no rule, a priority
   Falco does not have) is counted by reason and logged at most once a minute per reason.
 Each stage's outcome is one frozen record (talon.outcome) handed to one talon.report
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from talon import log, params, plan, report
+from talon import log, params, plan, report, retry
 from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status, Verdict
@@ -88,6 +90,23 @@ class Outcome:
 class ActionTimeoutError(PluginError):
     """The action did not finish within its timeout."""
 
+    transient = False  # its whole time is spent: no attempt could fit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """An action that failed for good (after its retries): a dead letter to record."""
+
+    event: Event
+    rule: Rule
+    action: Action
+    parameters: Any
+    error: str
+    attempts: int
+
+
+DeadLetter = Callable[[Failure], None]
+
 
 @dataclass(slots=True)
 class _Running:
@@ -117,7 +136,8 @@ class Engine:
                  dry_run: bool = False, notify_dry_run: bool = False,
                  action_timeout: float = 120.0, print_all_events: bool = False,
                  clock: Callable[[], float] = time.monotonic,
-                 reporter: report.Reporter | None = None, gate: Gate | None = None) -> None:
+                 reporter: report.Reporter | None = None, gate: Gate | None = None,
+                 dead_letter: DeadLetter | None = None) -> None:
         """`reporter` replaces the standard sinks built from `metrics`, `notify`,
         `default_notifiers`, `notify_dry_run` and `print_all_events` (app builds one
         reporter, with its span sink, for the engine and the notification dispatcher)."""
@@ -129,6 +149,7 @@ class Engine:
             notify_dry_run=notify_dry_run, print_all_events=print_all_events, clock=clock)
         self.report = self.reporter.report
         self.gate = gate
+        self.dead_letter = dead_letter
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
         self._retired: set[int] = set()
@@ -252,13 +273,11 @@ class Engine:
             output = DRY_RUN_OUTPUT if status == DRY_RUN else verdict.reason
             return self._not_run(event, rule, action, step, status, output,
                                  (span, parent, started_ns))
-        try:
-            result = self._execute(event, rule, action, plugin, step)
-        except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
-            raise
-        except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
-            # a BaseException subclass, RecursionError) is a failed action, not a dead worker
-            result = Result(status=Status.FAILURE, error=_error_text(exc))
+        result, attempts = self._attempts(event, rule, action, plugin, step, started)
+        if (result.error or result.status == Status.FAILURE) and self.dead_letter is not None:
+            self.dead_letter(Failure(event=event, rule=rule, action=action,
+                                     parameters=params.to_plain(step.parameters),
+                                     error=result.error or "failed", attempts=attempts))
         self._report_action(event, rule, action, result, seconds=time.monotonic() - started,
                             span=(span, parent, started_ns), parameters=step.parameters)
         ok = result.status != Status.FAILURE and not result.error
@@ -266,6 +285,37 @@ class Engine:
         if ok and result.artifact is not None:
             ok = self._output_stage(event, rule, action, plugin, result, span)
         return Outcome(ok, status)
+
+    def _attempts(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
+                  step: plan.Step, started: float) -> tuple[Result, int]:
+        """Run the action; after a transient failure (talon.retry), again, up to
+        `action.retries` more times, waiting with backoff and full jitter, never starting
+        an attempt or a wait that would end past the action timeout. The worker waits,
+        so later events for the same pod keep their order; other pods' events run on
+        the other workers. (result, attempts made)."""
+        deadline = started + self.action_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                failed = self._execute(event, rule, action, plugin, step)
+                cause = failed.cause
+                if failed.status != Status.FAILURE and not failed.error:
+                    return failed, attempt
+            except KeyboardInterrupt:  # only the main thread gets one: let it stop the process
+                raise
+            except BaseException as exc:  # noqa: BLE001 - whatever a plug-in raises (SystemExit,
+                # a BaseException subclass, RecursionError) is a failed action, not a dead worker
+                failed, cause = Result(status=Status.FAILURE, error=_error_text(exc)), exc
+            wait = retry.delay(attempt, action.retry_backoff_seconds)
+            if attempt > action.retries or not retry.is_transient(cause) \
+                    or time.monotonic() + wait >= deadline:
+                return failed, attempt
+            self.metrics.child(self.metrics.retries, action.actionner).inc()
+            log.emit(logger, logging.WARNING, "action", rule=rule.name, action=action.name,
+                     actionner=action.actionner, status="retry", error=failed.error,
+                     attempt=attempt, retry_in=f"{wait:.3f}s", trace_id=event.trace_id)
+            time.sleep(wait)
 
     def _not_run(self, event: Event, rule: Rule, action: Action, step: plan.Step,
                  status: str, output: str, span: tuple[str, str, int]) -> Outcome:

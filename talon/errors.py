@@ -52,7 +52,12 @@ class RulesError(TalonError):
 
 
 class PluginError(TalonError):
-    """Base class for failures raised while a plug-in runs."""
+    """Base class for failures raised while a plug-in runs.
+
+    `transient` says whether trying again may succeed (an action's `retries`): True or
+    False decides; None (the default) lets the cause decide (talon.retry.is_transient)."""
+
+    transient: bool | None = None
 
 
 class CheckFailedError(PluginError):

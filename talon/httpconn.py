@@ -44,14 +44,18 @@ _LINGER_BYTES = 256 * 1024
 _MAX_LINE = 65536
 _MAX_TRAILERS = 100
 _PROBE_PATHS = ("/healthz", "/metrics")
+_REFUSALS = {"queue_full": "event queue is full, retry later",
+             "journal_full": "event journal is full, retry later",
+             "disk_full": "event journal cannot be written (disk full), retry later"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """What every connection handler needs, shared read-only."""
 
-    accept: Callable[[models.Event, int], bool]
-    """Queue an event of the given body size; False when the queue is full."""
+    accept: Callable[[models.Event, int], bool | str]
+    """Queue an event of the given body size: True, else False (the queue is full) or
+    the reason it was refused (`journal_full`, `disk_full`, `journal_error`)."""
     metrics: Metrics
     max_body_bytes: int
     read_timeout: float
@@ -327,9 +331,11 @@ class Handler(BaseHTTPRequestHandler):
         if config.print_all_events:
             log.emit(logger, logging.INFO, "event", rule=event.rule, priority=event.priority,
                      source=event.source, output=event.output, trace_id=trace_id)
-        if not config.accept(event, len(body)):
-            raise _Rejection(HTTPStatus.SERVICE_UNAVAILABLE, "queue_full",
-                             "event queue is full, retry later",
+        accepted = config.accept(event, len(body))
+        if accepted is not True:
+            reason = accepted or "queue_full"
+            raise _Rejection(HTTPStatus.SERVICE_UNAVAILABLE, reason,
+                             _REFUSALS.get(reason, "event not stored, retry later"),
                              headers=[("Retry-After", str(config.retry_after_seconds))])
         config.metrics.event(event.rule, event.priority, event.source)
         self._send(HTTPStatus.OK, b"")

@@ -150,6 +150,18 @@ class Metrics:
         self.otel_spans_dropped = Counter(
             "talon_otel_spans_dropped", "spans not exported: the OpenTelemetry export queue "
             "was full (collector slow or unreachable)", registry=r)
+        self.retries = Counter("talon_action_retries", "action attempts made again after "
+                               "a transient failure", ["actionner"], registry=r)
+        self.journal_depth = Gauge("talon_journal_depth", "events in the journal not done "
+                                   "(waiting or running)", registry=r)
+        self.journal_commit_seconds = Histogram(
+            "talon_journal_commit_seconds", "time to commit one group of journal writes",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r)
+        self.journal_replayed = Counter("talon_journal_replayed", "events found not done in "
+                                        "the journal at start, processed again", registry=r)
+        self.dead_letters = Counter("talon_journal_dead_letters", "actions that failed for "
+                                    "good, recorded in the journal", registry=r)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._capped: dict[tuple[Any, ...], Any] = {}
         self.rule_label, self.priority_label, self.source_label = (

@@ -154,6 +154,9 @@ class Event:
     parent_span_id: str = ""
     """The caller's span id (16 hex digits) when the POST carried a W3C `traceparent`:
     the event's root span continues that span."""
+    raw: str = field(default="", repr=False, compare=False)
+    """The JSON text the event was decoded from (`decode`), kept so that a journal can
+    store it as received without encoding the event again."""
 
     def field_text(self, key: str) -> str | None:
         """The text of output field `key` for matching, or None when the event lacks it."""
@@ -287,11 +290,11 @@ def decode(body: bytes | str, *, trace_id: str = "", parent_span_id: str = "") -
         raise EventError("", _TOO_DEEP)
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
-    return from_mapping(data, trace_id=trace_id, parent_span_id=parent_span_id)
+    return from_mapping(data, trace_id=trace_id, parent_span_id=parent_span_id, raw=body)
 
 
 def from_mapping(data: Mapping[str, Any], *, trace_id: str = "",
-                 parent_span_id: str = "") -> Event:
+                 parent_span_id: str = "", raw: str = "") -> Event:
     """Build an Event from decoded JSON (keys matched case-insensitively, later wins)."""
     known: Mapping[str, Any] = data
     extra: dict[str, Any] = {}
@@ -334,6 +337,7 @@ def from_mapping(data: Mapping[str, Any], *, trace_id: str = "",
         trace_id=trace_id or strings["trace_id"] or "",
         extra=freeze(extra),
         parent_span_id=parent_span_id if trace_id else "",
+        raw=raw,
     )
 
 
@@ -382,6 +386,9 @@ class Result:
     error: str = ""
     objects: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
     artifact: Artifact | None = None
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+    """The exception behind a failure, when there is one: it says whether the action's
+    `retries` may try again (talon.retry.is_transient)."""
 
 
 LOG_KEYS = ("time", "objects", "trace_id", "rule", "event", "message", "priority", "source",

@@ -30,6 +30,9 @@ def action_dict(action: Action) -> dict[str, Any]:
         "parameters": plain(action.parameters), "output": out, "action": action.name,
         "description": action.description, "actionner": action.actionner,
         "continue": action.continue_, "ignore_errors": action.ignore_errors,
+        "retries": action.retries or None,
+        "retry_backoff_seconds": action.retry_backoff_seconds
+        if action.retries and action.retry_backoff_seconds != 1.0 else None,
         "additional_contexts": list(action.additional_contexts)})
 
 

@@ -225,7 +225,8 @@ class _HTTPServer(ThreadingHTTPServer):
 class IngestServer:
     """Talon's HTTP listener; bound on construction, served by `start()`."""
 
-    def __init__(self, *, address: str, port: int, accept: Callable[[models.Event, int], bool],
+    def __init__(self, *, address: str, port: int,
+                 accept: Callable[[models.Event, int], bool | str],
                  metrics: Metrics, max_body_bytes: int = 1 << 20, max_connections: int = 256,
                  read_timeout: float = 10.0, idle_timeout: float = 60.0,
                  print_all_events: bool = False, retry_after_seconds: int = 1,

@@ -21,8 +21,8 @@ PLUGIN_PACKAGES = ("talon.actionners", "talon.outputs", "talon.notifiers", "talo
 INDEPENDENT_LAYER = 4
 
 LAYER_TABLE: dict[int, tuple[str, ...]] = {
-    6: (LAUNCHER, "talon.__main__", "talon.cli", "talon.safety_cli"),
-    5: ("talon.app",),  # wiring only
+    6: (LAUNCHER, "talon.__main__", "talon.cli", "talon.safety_cli", "talon.journalcli"),
+    5: ("talon.app", "talon.durable"),  # wiring only
     4: ("talon.server", "talon.reloader", "talon.dedup", "talon.leases", "talon.pool",
         "talon.containment", "talon.governor"),
     3: (
@@ -63,6 +63,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.eventfiles", "talon.replay", "talon.ledger",
         # stage records, the reporter and its sinks, the optional OpenTelemetry export
         "talon.outcome", "talon.report", "talon.otel",
+        "talon.retry", "talon.journal", "talon.journalview",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params",
         "talon.records"),

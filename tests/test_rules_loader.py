@@ -228,6 +228,22 @@ def test_contexts_alias_and_booleans(registry: Registry, write_rules: Write) -> 
     assert rule.actions[0].ignore_errors is True
 
 
+def test_retries_come_from_the_action_block(registry: Registry, write_rules: Write) -> None:
+    path = write_rules("""
+        - action: kill
+          actionner: test:kill
+          retries: 3
+          retry_backoff_seconds: 0.5
+        - rule: R
+          actions:
+            - action: kill
+            - {action: other, actionner: test:kill}
+        """)
+    (rule,) = load(registry, path).rules
+    assert (rule.actions[0].retries, rule.actions[0].retry_backoff_seconds) == (3, 0.5)
+    assert (rule.actions[1].retries, rule.actions[1].retry_backoff_seconds) == (0, 1.0)
+
+
 @pytest.mark.parametrize(("text", "field", "message"), [
     ("- rule: R\n  actions: []\n", "actions", "no action specified"),
     ("- rule: R\n", "actions", "no action specified"),
@@ -241,6 +257,12 @@ def test_contexts_alias_and_booleans(registry: Registry, write_rules: Write) -> 
      "dry_run", "'dry_run' setting"),
     ("- rule: R\n  actions: [{action: a, actionner: test:kill, ignore_errors: maybe}]\n",
      "ignore_errors", "'ignore_errors' setting"),
+    ("- rule: R\n  actions: [{action: a, actionner: test:kill, retries: 1.5}]\n",
+     "retries", "'retries' must be an integer from 0 to 100"),
+    ("- rule: R\n  actions: [{action: a, actionner: test:kill, retries: -1}]\n",
+     "retries", "'retries' must be an integer"),
+    ("- rule: R\n  actions: [{action: a, actionner: test:kill, retry_backoff_seconds: x}]\n",
+     "retry_backoff_seconds", "'retry_backoff_seconds' must be a number >= 0"),
     ("- rule: R\n  match: {priority: Info}\n  actions: [{action: a, actionner: test:kill}]\n",
      "match.priority", "incorrect priority 'Info'"),
     ("- rule: R\n  match: {tags: ['a,b.']}\n  actions: [{action: a, actionner: test:kill}]\n",

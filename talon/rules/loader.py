@@ -20,7 +20,9 @@ from talon import yamlio
 from talon.errors import Problem
 
 ACTION_KEYS = ("action", "description", "actionner", "continue", "ignore_errors",
+               "retries", "retry_backoff_seconds",
                "parameters", "output", "additional_contexts", "contexts")
+RETRY_KEYS = ("retries", "retry_backoff_seconds")
 RULE_KEYS = ("rule", "description", "match", "actions", "continue", "dry_run", "notifiers",
              "allow_protected")
 MATCH_KEYS = ("rules", "priority", "tags", "output_fields", "source")
@@ -209,7 +211,7 @@ def _output_of(data: dict[str, Any]) -> dict[str, Any] | None:
 def _fold_action(first: Item, later: Item, out: Loaded) -> None:
     """A later action block with the same name overrides/extends the first (reference §2.3)."""
     f, l_ = first.data, later.data
-    for key in ("actionner", "continue", "description", "ignore_errors"):
+    for key in ("actionner", "continue", "description", "ignore_errors", *RETRY_KEYS):
         if _set(l_.get(key)):
             f[key] = l_[key]
             first.key_lines[key] = later.line_of(key) or 0
@@ -293,7 +295,7 @@ def _with(p: Problem, **changes: Any) -> Problem:
 
 def _resolve_action(item: dict[str, Any], block: Item, warn: Problem, out: Loaded) -> None:
     bd = block.data
-    for key in ("description", "actionner", "ignore_errors", "continue"):
+    for key in ("description", "actionner", "ignore_errors", "continue", *RETRY_KEYS):
         if not _set(item.get(key)) and _set(bd.get(key)):
             item[key] = bd[key]
     if not item.get("additional_contexts") and bd.get("additional_contexts"):

@@ -38,6 +38,10 @@ class Action:
     description: str = ""
     continue_: bool | None = None
     ignore_errors: bool | None = None
+    retries: int = 0
+    """Extra attempts after a transient failure (talon.retry), within the action timeout."""
+    retry_backoff_seconds: float = 1.0
+    """Base of the exponential backoff between attempts (full jitter)."""
     parameters: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     output: OutputSpec | None = None
     additional_contexts: tuple[str, ...] = ()

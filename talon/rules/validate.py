@@ -22,6 +22,8 @@ from talon.rules.model import Action, Match, OutputSpec, Rule, RuleSet
 
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 """The default of `protected.namespaces` (see talon.config.ProtectedSettings)."""
+MAX_RETRIES = 100
+"""Most `retries` an action may ask for (each attempt also has to fit in the action timeout)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -69,6 +71,21 @@ def _bool(data: Mapping[str, Any], key: str, ctx: _Ctx) -> bool | None:
         return value.lower() == "true"
     ctx.add(f"'{key}' setting can be 'true' or 'false' only, got {value!r}", key)
     return None
+
+
+def _number(data: Mapping[str, Any], key: str, ctx: _Ctx, default: float, *,
+            integer: bool = False) -> float:
+    """A non-negative number setting (an integer when `integer`), else `default`."""
+    value = data.get(key)
+    if value is None or value == "":
+        return default
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 \
+            or (key == "retries" and value > MAX_RETRIES):
+        what = f"an integer from 0 to {MAX_RETRIES}" if integer else "a number >= 0"
+        ctx.add(f"'{key}' must be {what}, got {value!r}", key)
+        return default
+    return float(value)
 
 
 def _str(data: Mapping[str, Any], key: str, ctx: _Ctx, prefix: str = "") -> str:
@@ -219,6 +236,8 @@ def _action(data: Any, ctx: _Ctx) -> Action | None:
     return Action(
         name=ctx.action, actionner=fullname, description=_str(data, "description", ctx),
         continue_=_bool(data, "continue", ctx), ignore_errors=_bool(data, "ignore_errors", ctx),
+        retries=int(_number(data, "retries", ctx, 0, integer=True)),
+        retry_backoff_seconds=_number(data, "retry_backoff_seconds", ctx, 1.0),
         parameters=freeze(raw), output=_output(data.get("output"), info, ctx),
         additional_contexts=_contexts(data, info, ctx), params=params,
         default_continue=info.default_continue if info else True, file=ctx.file, line=ctx.line)

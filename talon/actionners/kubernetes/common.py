@@ -84,4 +84,4 @@ def report_failures(objects: Mapping[str, str], body: Callable[[], Result]) -> R
     try:
         return body()
     except (ActionError, CheckFailedError) as exc:
-        return Result(status=Status.FAILURE, error=str(exc), objects=objects)
+        return Result(status=Status.FAILURE, error=str(exc), objects=objects, cause=exc)
