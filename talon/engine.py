@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from talon import log, params, plan
+from talon.clients import ratelimit
 from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status
@@ -120,7 +121,8 @@ class Engine:
         with self._lock:
             self._running[ident] = _Running(started + self.action_timeout, what, trace_id)
         try:
-            value = func()
+            with ratelimit.deadline_scope(started + self.action_timeout):
+                value = func()
         except BaseException as exc:
             self._check_overrun(ident, started, what, exc)
             raise
