@@ -558,10 +558,11 @@ def test_env_vars_table_covers_every_setting() -> None:
         ("otel", config.OtelSettings), ("deduplication", config.DedupSettings),
         ("aws", config.AwsSettings), ("minio", config.MinioSettings),
         ("gcp", config.GcpSettings), ("tls", config.TlsSettings),
-        ("auth", config.AuthSettings)] for f in dataclasses.fields(cls)}
+        ("auth", config.AuthSettings), ("kubernetes", config.KubernetesSettings),
+    ] for f in dataclasses.fields(cls)}
     top = {f.name for f in dataclasses.fields(config.Settings)
            if f.name not in {"otel", "deduplication", "aws", "minio", "gcp", "notifiers",
-                             "tls", "auth"}}
+                             "tls", "auth", "kubernetes"}}
     assert leaves | top | {"notifiers.<name>.<setting>"} == set(rows)
     assert all(row[3] for row in config.ENV_VARS)
 

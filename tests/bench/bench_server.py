@@ -141,6 +141,7 @@ class LoadResult:
     last_reply: float = 0.0
     round_trips: list[float] = field(default_factory=list)
     late: int = 0  # paced sends that went out more than 2 ms after their slot
+    sends: dict[int, float] = field(default_factory=dict)  # seq -> time.time() of its send
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
                 conn.sock.close()
                 continue
             conn.sent = now
+            result.sends[seq] = now
             result.first_send = min(result.first_send, now)
             sel.register(conn.sock, selectors.EVENT_READ, conn)
             busy += 1
@@ -278,6 +280,7 @@ def load(port: int, template: bytes, seqs: range, *, clients: int, connections: 
         total.first_send = min(total.first_send, part.first_send)
         total.last_reply = max(total.last_reply, part.last_reply)
         total.round_trips += part.round_trips
+        total.sends.update(part.sends)
     return total
 
 
@@ -287,10 +290,10 @@ class Process:
     """A server subprocess whose log says `listening on HOST:PORT`."""
 
     def __init__(self, name: str, cmd: list[str], log: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         self.name, self.log_path = name, log
         with log.open("w") as fh:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
                                          env=env)
         self.port = self._wait_port()
 
