@@ -246,9 +246,10 @@ class Engine:
     def _dry_run(self, event: Event, rule: Rule, action: Action, step: plan.Step) -> None:
         """Log (and count, and with notify_dry_run notify) the action not taken."""
         namespace, pod = _target_names(event)
+        shown = action.parameters_plain if step.parameters is action.parameters else \
+            params.to_plain(step.parameters)
         self._log_action(event, rule, action, Status.SUCCESS, dry_run=True,
-                         parameters=params.to_plain(step.parameters), output=DRY_RUN_OUTPUT,
-                         namespace=namespace, pod=pod)
+                         parameters=shown, output=DRY_RUN_OUTPUT, namespace=namespace, pod=pod)
         self.metrics.action(rule=rule.name, event=event.rule, action=action.name,
                             actionner=action.actionner, status="dry_run",
                             namespace=namespace, pod=pod)
