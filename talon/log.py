@@ -226,12 +226,20 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         level = _NAMES.get(record.levelno) or record.levelname.lower()
-        parts = [f'{{"level": "{level}", "time": "{self._time(record)}", "message": '
-                 f"{_json_string(record.getMessage())}"]
-        for key, value in _fields(record).items():
+        line = {"level": level, "time": self._time(record), "message": record.getMessage()}
+        fields = _fields(record)
+        if line.keys() & fields.keys():  # a field named like a head key: both are written
+            return self.mask(self._joined(line, fields))
+        line.update(fields)
+        return self.mask(_ENCODER.encode(line))  # one call into the C encoder per line
+
+    @staticmethod
+    def _joined(line: dict[str, str], fields: Mapping[str, Any]) -> str:
+        parts = [f"{_json_string(k)}: {_json_string(v)}" for k, v in line.items()]
+        for key, value in fields.items():
             text = _json_string(value) if type(value) is str else _ENCODER.encode(value)
             parts.append(f"{_json_string(key)}: {text}")
-        return self.mask(", ".join(parts) + "}")
+        return "{" + ", ".join(parts) + "}"
 
 
 def formatter(log_format: str, stream: TextIO, secrets: Iterable[str] = ()) -> logging.Formatter:

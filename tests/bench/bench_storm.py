@@ -164,6 +164,16 @@ class Figures:
     storm_seconds: list[float] = field(default_factory=list)
     label: dict[float, list[tuple[int, float, float, float]]] = field(default_factory=dict)
     others: list[float] = field(default_factory=list)
+    rss_idle: list[float] = field(default_factory=list)   # MiB, before the storm
+    rss_after: list[float] = field(default_factory=list)  # MiB, after the storm
+
+
+def rss_mib(proc: Process) -> float:
+    """Resident set size of `proc` (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def storm(tree: Path, folder: Path, n: int, figures: Figures) -> None:
@@ -171,9 +181,11 @@ def storm(tree: Path, folder: Path, n: int, figures: Figures) -> None:
     try:
         other = OtherLoad([rig.talon, rig.fake])
         pods = tuple(f"pod-{i}" for i in range(n))
+        figures.rss_idle.append(rss_mib(rig.talon))
         res = load(rig.talon.port, template(), range(n), clients=2, connections=8, pods=pods,
                    timeout=60)
         rows = [r for r in wait_writes(rig.record, n, 60) if r[1] == "delete"]
+        figures.rss_after.append(rss_mib(rig.talon))
         figures.others.append(other.share())
         figures.storm_done.append(len({r[2] for r in rows}))
         last = max((r[0] for r in rows), default=float("nan"))
@@ -207,6 +219,9 @@ def report(name: str, figures: Figures, storm_n: int) -> None:
     print(f"  storm of {storm_n} terminate: deletions {done}, first POST to last deletion "
           f"{' '.join(f'{s:.2f}' for s in secs)} s; median {statistics.median(secs):.2f} s "
           f"({storm_n / statistics.median(secs):.0f} deletions/s)")
+    print(f"  Talon RSS: idle (connected, before the storm) "
+          f"{statistics.median(figures.rss_idle):.0f} MiB, after it "
+          f"{statistics.median(figures.rss_after):.0f} MiB (medians)")
     for rate, rows in sorted(figures.label.items()):
         arrived = [r[0] for r in rows]
         p50 = statistics.median(r[1] for r in rows) * 1000
