@@ -166,6 +166,12 @@ class Figures:
     others: list[float] = field(default_factory=list)
     rss_idle: list[float] = field(default_factory=list)   # MiB, before the storm
     rss_after: list[float] = field(default_factory=list)  # MiB, after the storm
+    cpu: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per scenario, CPU time per event (us) of Talon and of the fake API server."""
+
+    def add_cpu(self, scenario: str, rig: Rig, before: tuple[float, float], n: int) -> None:
+        talon, fake = rig.talon.cpu_seconds() - before[0], rig.fake.cpu_seconds() - before[1]
+        self.cpu.setdefault(scenario, []).append((talon / n * 1e6, fake / n * 1e6))
 
 
 def rss_mib(proc: Process) -> float:
@@ -182,10 +188,12 @@ def storm(tree: Path, folder: Path, n: int, figures: Figures) -> None:
         other = OtherLoad([rig.talon, rig.fake])
         pods = tuple(f"pod-{i}" for i in range(n))
         figures.rss_idle.append(rss_mib(rig.talon))
+        cpu = (rig.talon.cpu_seconds(), rig.fake.cpu_seconds())
         res = load(rig.talon.port, template(), range(n), clients=2, connections=8, pods=pods,
                    timeout=60)
         rows = [r for r in wait_writes(rig.record, n, 60) if r[1] == "delete"]
         figures.rss_after.append(rss_mib(rig.talon))
+        figures.add_cpu("storm", rig, cpu, n)
         figures.others.append(other.share())
         figures.storm_done.append(len({r[2] for r in rows}))
         last = max((r[0] for r in rows), default=float("nan"))
@@ -200,9 +208,11 @@ def labels(tree: Path, folder: Path, rate: float, seconds: float, figures: Figur
     try:
         other = OtherLoad([rig.talon, rig.fake])
         pods = tuple(f"pod-{i}" for i in range(n))
+        cpu = (rig.talon.cpu_seconds(), rig.fake.cpu_seconds())
         res = load(rig.talon.port, template(), range(n), clients=1, connections=16, pods=pods,
                    rate=rate, timeout=seconds + 30)
         rows = [r for r in wait_writes(rig.record, n, 30) if r[1] == "patch"]
+        figures.add_cpu(f"label at {rate:.0f}/s", rig, cpu, n)
         figures.others.append(other.share())
         patched = {name: stamp for stamp, _verb, name in rows}
         lat = [patched[pods[seq]] - sent for seq, sent in res.sends.items()
@@ -222,6 +232,9 @@ def report(name: str, figures: Figures, storm_n: int) -> None:
     print(f"  Talon RSS: idle (connected, before the storm) "
           f"{statistics.median(figures.rss_idle):.0f} MiB, after it "
           f"{statistics.median(figures.rss_after):.0f} MiB (medians)")
+    for scenario, rows in figures.cpu.items():
+        print(f"  CPU per event, {scenario}: Talon {statistics.median(r[0] for r in rows):.0f} "
+              f"us, fake API server {statistics.median(r[1] for r in rows):.0f} us (medians)")
     for rate, rows in sorted(figures.label.items()):
         arrived = [r[0] for r in rows]
         p50 = statistics.median(r[1] for r in rows) * 1000
