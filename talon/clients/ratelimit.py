@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from talon.errors import ActionError
 
@@ -26,16 +25,23 @@ class RateLimitError(ActionError):
     """No request slot under the client rate limit before the action's deadline."""
 
 
-@contextmanager
-def deadline_scope(deadline: float) -> Iterator[None]:
+class deadline_scope:  # lower case: used like a function, `with deadline_scope(t):`
     """Requests made by this thread inside the block must start by `deadline`
-    (a `time.monotonic()` value); scopes nest, the inner one wins until it ends."""
-    outer = getattr(_local, "deadline", None)
-    _local.deadline = deadline
-    try:
-        yield
-    finally:
-        _local.deadline = outer
+    (a `time.monotonic()` value); scopes nest, the inner one wins until it ends.
+    A class rather than a generator: it runs around every plug-in call."""
+
+    __slots__ = ("_deadline", "_outer")
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+        self._outer: float | None = None
+
+    def __enter__(self) -> None:
+        self._outer = getattr(_local, "deadline", None)
+        _local.deadline = self._deadline
+
+    def __exit__(self, *exc: object) -> None:
+        _local.deadline = self._outer
 
 
 def current_deadline() -> float | None:
