@@ -3,6 +3,9 @@ the failure Result that keeps the target's objects.
 
 Layer L2 (a plug-in module): imports only talon.plugin, talon.clients and its package.
 API calls go through `ctx.clients.kube()` and always pass `_request_timeout`.
+The event's pod is read once per action, as raw JSON (`read_pod`, kept in `ctx.cache` by
+the `pod_exists` check for the run); hot paths skip the client's generated models, whose
+deserialisation costs far more CPU than the request.
 """
 
 from __future__ import annotations
