@@ -45,6 +45,12 @@ class Clients:
             self.settings.kubeconfig, timeout=self.timeout, pool_size=self._kube_pool_size(),
             limiter=self._kube_limiter()))
 
+    @property
+    def rate_limited(self) -> bool:
+        """Whether API requests wait under a client rate limit (`kubernetes.qps` > 0): the
+        engine then bounds the waits by each action's deadline."""
+        return self.settings.kubernetes.qps > 0
+
     def _kube_pool_size(self) -> int:
         """Connections kept to the API server: one per thread that may call it at once
         (workers, notifiers, the lease claims)."""
