@@ -4,10 +4,11 @@ Run: `.venv/bin/python tests/bench/bench_storm.py [--runs N] [--before REV]`.
 A script that prints figures, not a pytest test: nothing here asserts on timing.
 
 Each run starts, per Talon tree, a fresh fake API server (tests/fakes/kube_api.py, in its
-own process, seeded with the pods) and a Talon (`python -m talon server`, 8 workers, JSON
-logs to a file, de-duplication per process: `leader_election: false`, so no Lease requests)
-whose one rule acts on every event. The fake writes one line per pod write it applied
-(`time.time()`, verb, pod), which is where an action "arrives". Scenarios:
+own process, seeded with the pods) and a Talon (`python -m talon server`, `--workers`
+workers, default 8, JSON logs to a file, de-duplication per process: `leader_election:
+false`, so no Lease requests) whose one rule acts on every event. The fake writes one line
+per pod write it applied (`time.time()`, verb, pod), which is where an action "arrives".
+Scenarios:
 
 1. storm: `--storm` `kubernetes:terminate` events for as many distinct pods, posted as fast
    as possible (2 client processes x 8 keep-alive connections): deletions that reached the
@@ -122,7 +123,11 @@ class Rig:
                       f"{proc.log_path.read_text(errors='replace')[-2000:]}")
 
 
-def start_rig(tree: Path, folder: Path, pods: int, actionner: str) -> Rig:
+WORKERS = 8
+
+
+def start_rig(tree: Path, folder: Path, pods: int, actionner: str,
+              workers: int = WORKERS) -> Rig:
     folder.mkdir(parents=True, exist_ok=True)
     record, kubeconfig = folder / "writes.txt", folder / "kubeconfig"
     record.unlink(missing_ok=True)
@@ -143,6 +148,7 @@ def start_rig(tree: Path, folder: Path, pods: int, actionner: str) -> Rig:
         log_format: json
         watch_rules: false
         queue_size: 200000
+        workers: {workers}
         kubeconfig: {kubeconfig}
         deduplication: {{leader_election: false}}
         """))
@@ -182,8 +188,8 @@ def rss_mib(proc: Process) -> float:
     return float("nan")
 
 
-def storm(tree: Path, folder: Path, n: int, figures: Figures) -> None:
-    rig = start_rig(tree, folder, n, "kubernetes:terminate")
+def storm(tree: Path, folder: Path, n: int, figures: Figures, workers: int = WORKERS) -> None:
+    rig = start_rig(tree, folder, n, "kubernetes:terminate", workers)
     try:
         other = OtherLoad([rig.talon, rig.fake])
         pods = tuple(f"pod-{i}" for i in range(n))
@@ -202,9 +208,10 @@ def storm(tree: Path, folder: Path, n: int, figures: Figures) -> None:
         rig.stop()
 
 
-def labels(tree: Path, folder: Path, rate: float, seconds: float, figures: Figures) -> None:
+def labels(tree: Path, folder: Path, rate: float, seconds: float, figures: Figures,
+           workers: int = WORKERS) -> None:
     n = int(rate * seconds)
-    rig = start_rig(tree, folder, n, "kubernetes:label")
+    rig = start_rig(tree, folder, n, "kubernetes:label", workers)
     try:
         other = OtherLoad([rig.talon, rig.fake])
         pods = tuple(f"pod-{i}" for i in range(n))
@@ -260,6 +267,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="*", default=[500.0, 1000.0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--before", default="", help="git revision to compare with")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="Talon's workers")
     parser.add_argument("--fake-api", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_api:
@@ -277,10 +285,10 @@ def main() -> None:
         for run in range(args.runs):
             for i, (name, tree) in enumerate(trees.items()):
                 folder = tmp / f"r{run}-{i}"
-                storm(tree, folder / "storm", args.storm, figures[name])
+                storm(tree, folder / "storm", args.storm, figures[name], args.workers)
                 for rate in args.rates:
                     labels(tree, folder / f"label-{rate:.0f}", rate, args.seconds,
-                           figures[name])
+                           figures[name], args.workers)
             print(f"  run {run + 1} done at {time.monotonic() - began:.0f} s", flush=True)
         for name in trees:
             report(name, figures[name], args.storm)
