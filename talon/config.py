@@ -249,6 +249,19 @@ class JournalSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KubernetesSettings:
+    """Client-side limits on the Kubernetes API requests (section `kubernetes`)."""
+
+    qps: float = field(default=0.0, metadata=meta(
+        "Kubernetes API requests/s (0 = no limit)", min_=0))
+    """Average rate of API requests, shared by all workers; 0 disables the limit. A guard
+    for small API servers: requests wait for their turn, within the action timeout."""
+    burst: int = field(default=10, metadata=meta(
+        "Kubernetes API requests at once above qps", min_=1))
+    """Requests that may go at once before `qps` paces them (the bucket's size)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AwsSettings:
     """AWS credentials for aws:* plug-ins (section `aws`); empty = the SDK's own chain."""
 
@@ -428,6 +441,8 @@ class Settings:
     notifiers: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: types.MappingProxyType({}))
     """Raw settings per notifier name; the notifier plug-ins validate them."""
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    """Kubernetes API client limits."""
     aws: AwsSettings = field(default_factory=AwsSettings)
     """AWS credentials."""
     minio: MinioSettings = field(default_factory=MinioSettings)

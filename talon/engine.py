@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from talon import log, params, plan, report, retry
+from talon.clients import ratelimit
 from talon.errors import EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status, Verdict
@@ -153,6 +154,7 @@ class Engine:
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
         self._retired: set[int] = set()
+        self._paced = bool(getattr(clients, "rate_limited", False))
 
     # -- timeouts ---------------------------------------------------------------------
 
@@ -169,12 +171,19 @@ class Engine:
         with self._lock:
             self._running[ident] = _Running(started + self.action_timeout, what, trace_id)
         try:
-            value = func()
+            value = self._invoke(func, started + self.action_timeout)
         except BaseException as exc:
             self._check_overrun(ident, started, what, exc)
             raise
         self._check_overrun(ident, started, what, None)
         return value
+
+    def _invoke(self, func: Callable[[], Any], deadline: float) -> Any:
+        """`func()`; with a client rate limit, its waits are bounded by `deadline`."""
+        if not self._paced:
+            return func()
+        with ratelimit.deadline_scope(deadline):
+            return func()
 
     def _check_overrun(self, ident: int, started: float, what: str,
                        exc: BaseException | None) -> None:
@@ -326,7 +335,8 @@ class Engine:
         self.report(ActionOutcome(
             event=event, rule=rule, action=action, status=status, output=output,
             objects={k: v for k, v in (("namespace", namespace), ("pod", pod)) if v},
-            parameters=params.to_plain(step.parameters),
+            parameters=action.parameters_plain if step.parameters is action.parameters
+            else params.to_plain(step.parameters),
             span=Span(span_id, parent, started_ns, time.time_ns()) if span_id else None))
         return Outcome(True, status)
 

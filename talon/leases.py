@@ -8,7 +8,8 @@ API server (etcd) decides which one acts. `LeaseBackend.first_seen(key, window)`
   with an update carrying its resourceVersion (a 409 there: another replica won), else it
   is a duplicate;
 - an error, a 403, or no decision within `timeout` falls back to local dedup and acts (at
-  least once, never zero times), counted and warned about at most once a minute per reason.
+  least once, never zero times), counted and warned about at most once a minute per reason;
+  a wait under the client rate limit (`kubernetes.qps`) counts against `timeout` too.
 `LeaseSweeper` deletes expired dedup Leases in the background, in bounded batches, each
 with a resourceVersion precondition so that a Lease renewed meanwhile survives.
 Expiry compares the Lease's renewTime (wall clock) with this host's clock: keep the
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from talon import log
+from talon.clients import ratelimit
 from talon.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def expiry_of(lease: dict[str, Any]) -> float:
 
 def _reason(exc: BaseException) -> str:
     """The fallback reason for a failed claim."""
-    if isinstance(exc, ClaimTimeoutError) or "timeout" in type(exc).__name__.lower():
+    if isinstance(exc, ClaimTimeoutError | ratelimit.RateLimitError) or (
+            "timeout" in type(exc).__name__.lower()):
         return "timeout"
     status = getattr(exc, "status", None)
     if status == 403:
@@ -107,8 +110,9 @@ class LeaseBackend:
             self.metrics.child(self.metrics.dedup_claims, "duplicate").inc()
             return False
         started = self._clock()
-        try:
-            claim = self._claim(key, window, started + self.timeout)
+        try:  # waits under a client rate limit count against the claim's timeout too
+            with ratelimit.deadline_scope(time.monotonic() + self.timeout):
+                claim = self._claim(key, window, started + self.timeout)
         except Exception as exc:  # noqa: BLE001 - any API failure falls back to acting
             claim = Claim("fallback", _reason(exc), window)
             self._warn(claim.reason, exc)

@@ -10,13 +10,24 @@ Raise `ActionError`/`OutputError`/`CheckFailedError` for expected failures; any 
 exception is caught by the engine and reported as a failure too. A params dataclass's
 `__post_init__` raises `ParamValueError` for a bad value; `references(text)` lists the
 `${NAME}`/`$NAME` names a text refers to.
+
+Reads shared between the checks and the run: the engine builds one `ActionContext` per
+action and hands the same object to each live check, then to `run`. `ctx.cache` is a dict
+that lives exactly that long (a fresh one for every action, never shared across events or
+threads): a check that reads an object stores it under a key such as
+`("Pod", namespace, name)`, and the run takes it from there instead of asking the API server
+again (the built-in Kubernetes plug-ins do this through
+`talon.actionners.kubernetes.common.read_pod`). A plug-in that must see fresh state (a
+retry after a conflict) reads again and replaces the entry. Plug-ins that ignore `cache`
+work as before. Kubernetes requests made during a check or run count against the action's
+timeout, including any wait under the `kubernetes.qps` client rate limit.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from talon.context import references
@@ -66,6 +77,8 @@ class ActionContext:
     """time.monotonic() value by which the action must be over."""
     dry_run: bool = False
     logger: logging.Logger = _ACTION_LOGGER
+    cache: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    """Objects read during this action, shared by its checks and its run (see above)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

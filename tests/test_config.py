@@ -560,12 +560,13 @@ def test_env_vars_table_covers_every_setting() -> None:
         ("gcp", config.GcpSettings), ("tls", config.TlsSettings),
         ("auth", config.AuthSettings), ("containment", config.ContainmentSettings),
         ("governor", config.GovernorSettings), ("protected", config.ProtectedSettings),
-        ("ledger", config.LedgerSettings), ("journal", config.JournalSettings)]
+        ("ledger", config.LedgerSettings), ("journal", config.JournalSettings),
+        ("kubernetes", config.KubernetesSettings)]
         for f in dataclasses.fields(cls)}
     top = {f.name for f in dataclasses.fields(config.Settings)
            if f.name not in {"otel", "deduplication", "aws", "minio", "gcp", "notifiers",
                              "tls", "auth", "containment", "governor", "protected", "ledger",
-                             "journal"}}
+                             "journal", "kubernetes"}}
     assert leaves | top | {"notifiers.<name>.<setting>"} == set(rows)
     assert all(row[3] for row in config.ENV_VARS)
 

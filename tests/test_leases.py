@@ -11,6 +11,8 @@ delete preconditions. Behaviours covered:
   that PUT (another replica won): duplicate;
 - the API answering 500 or 403, hanging past the timeout, or unreachable: the event acts
   (fallback), counted per reason, within the timeout, with one WARNING per reason a minute;
+- a wait for a client rate-limit token longer than the claim's timeout: fallback
+  (reason timeout) without sending the claim late;
 - claims and their results are counted, and their latency observed;
 - the sweeper deletes expired dedup Leases only (live ones and others' objects stay), with
   a resourceVersion precondition, ignoring 404/409, in bounded batches;
@@ -249,3 +251,16 @@ def test_the_lease_role_grants_exactly_what_dedup_calls(kube_api: FakeKubeAPI, a
     assert LeaseSweeper(api, NS).sweep() == 1
     assert kube_rbac.needed(kube_api.requests) == {
         ("coordination.k8s.io", "leases", verb) for verb in LEASE_VERBS}
+
+
+def test_rate_limit_wait_counts_against_the_claim_timeout(kube_api: FakeKubeAPI,
+                                                          kube_config: Path) -> None:
+    from talon.clients import ratelimit
+
+    limiter = ratelimit.TokenBucket(0.5, 1)  # one request, then the next in 2 s
+    api = kube_client.connect(str(kube_config), timeout=5, limiter=limiter).coordination
+    metrics = Metrics()
+    limiter.acquire()  # someone else took the only token
+    assert backend(api, timeout=0.3, metrics=metrics).first_seen(KEY, 5) is True
+    assert value(metrics, "talon_dedup_fallback_total", reason="timeout") == 1
+    assert kube_api.requests_for("*", PATH) == []  # no claim request went out late

@@ -41,8 +41,29 @@ class Clients:
         """The Kubernetes client (`talon.clients.kube.Kube`)."""
         from talon.clients import kube
 
-        return self._get("kube", lambda: kube.connect(self.settings.kubeconfig,
-                                                      timeout=self.timeout))
+        return self._get("kube", lambda: kube.connect(
+            self.settings.kubeconfig, timeout=self.timeout, pool_size=self._kube_pool_size(),
+            limiter=self._kube_limiter()))
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether API requests wait under a client rate limit (`kubernetes.qps` > 0): the
+        engine then bounds the waits by each action's deadline."""
+        return self.settings.kubernetes.qps > 0
+
+    def _kube_pool_size(self) -> int:
+        """Connections kept to the API server: one per thread that may call it at once
+        (workers, notifiers, the lease claims)."""
+        return self.settings.workers + self.settings.notifier_workers + 2
+
+    def _kube_limiter(self) -> Any:
+        """The token bucket of `kubernetes.qps`/`burst`, or None (qps 0: no limit)."""
+        from talon.clients import ratelimit
+
+        limits = self.settings.kubernetes
+        if limits.qps <= 0:
+            return None
+        return ratelimit.TokenBucket(limits.qps, limits.burst, what="Kubernetes API")
 
     def gcp(self) -> Any:
         """The Google Cloud client (`talon.clients.gcp.Gcp`), from the `gcp` settings."""

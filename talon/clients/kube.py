@@ -6,10 +6,15 @@ per process and shared by all threads (the official client's ApiClient is thread
 for requests). Every call made through `Kube` helpers carries `request_timeout`.
 Requests are never retried behind the caller's back (urllib3 retries 3 times by default,
 so a 4 s timeout could take 16 s): one call is one request, bounded by its timeouts.
+The connection pool holds `pool_size` connections (one per thread that may call at once).
+With a `limiter` (the `kubernetes.qps`/`burst` settings), every request made through the
+ApiClient, typed, custom or streamed, first takes a token from it (see
+talon.clients.ratelimit): the wrap sits on `ApiClient.call_api`, which all of them use.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from talon.clients.ratelimit import TokenBucket
 from talon.errors import ActionError, EventError, TalonError
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -111,17 +117,19 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def connect(kubeconfig: str = "", *, timeout: float = 10.0) -> Kube:
+def connect(kubeconfig: str = "", *, timeout: float = 10.0, pool_size: int = 4,
+            limiter: TokenBucket | None = None) -> Kube:
     """Load the configuration (in-cluster, `kubeconfig`, KUBECONFIG, ~/.kube/config)."""
     from kubernetes import client, config
 
     tried = []
     timeouts = (timeout, timeout)
+    build = functools.partial(_api_client, pool_size=pool_size, limiter=limiter)
     if in_cluster() and not kubeconfig:
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return Kube(_without_retries(configuration), timeouts, "in-cluster service account")
+            return Kube(build(configuration), timeouts, "in-cluster service account")
         except config.ConfigException as exc:
             tried.append(f"in-cluster: {exc}")
     path = kubeconfig or os.environ.get("KUBECONFIG", "") or str(Path.home() / ".kube/config")
@@ -133,15 +141,26 @@ def connect(kubeconfig: str = "", *, timeout: float = 10.0) -> Kube:
         tried.append(f"kubeconfig {path}: {_short(exc)}")
         raise KubeConfigError("no usable Kubernetes configuration; tried " + "; ".join(tried)
                               ) from exc
-    return Kube(_without_retries(configuration), timeouts, f"kubeconfig {path}")
+    return Kube(build(configuration), timeouts, f"kubeconfig {path}")
 
 
-def _without_retries(configuration: Any) -> Any:
-    """An ApiClient whose connection pool never retries (set before the pool is built)."""
+def _api_client(configuration: Any, *, pool_size: int, limiter: TokenBucket | None) -> Any:
+    """An ApiClient whose connection pool never retries and keeps `pool_size` connections
+    (both set before the pool is built), its requests paced by `limiter`."""
     from kubernetes import client
 
     configuration.retries = False
-    return client.ApiClient(configuration)
+    configuration.connection_pool_maxsize = max(1, pool_size)
+    api_client = client.ApiClient(configuration)
+    if limiter is not None:
+        call_api = api_client.call_api
+
+        def limited_call_api(*args: Any, **kwargs: Any) -> Any:
+            limiter.acquire()
+            return call_api(*args, **kwargs)
+
+        api_client.call_api = limited_call_api
+    return api_client
 
 
 def api_error(exc: BaseException) -> str:

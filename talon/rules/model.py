@@ -54,10 +54,13 @@ class Action:
     parameters_json: str = field(init=False, repr=False, compare=False, default="")
     """`parameters` as the JSON of the `falco-talon.action.parameters` context key,
     made once here rather than for every event."""
+    parameters_plain: Any = field(init=False, repr=False, compare=False, default=None)
+    """`parameters` as plain data (what logs show), made once here; read only."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters_plain", plain(self.parameters))
         object.__setattr__(self, "parameters_json", json.dumps(
-            plain(self.parameters) or None, sort_keys=True, default=str))
+            self.parameters_plain or None, sort_keys=True, default=str))
 
     @property
     def continues(self) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +35,8 @@ class RecordedRequest:
     raw: bytes
     headers: Mapping[str, str]
     """Header names lower-cased."""
+    received: float = 0.0
+    """`time.monotonic()` when the request line and headers had been read."""
 
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -109,6 +112,7 @@ class Server(ThreadingHTTPServer):
 
 
 def read_request(handler: Handler) -> RecordedRequest:
+    received = time.monotonic()
     url = urlsplit(handler.path)
     length = int(handler.headers.get("Content-Length") or 0)
     raw = handler.rfile.read(length) if length else b""
@@ -118,7 +122,8 @@ def read_request(handler: Handler) -> RecordedRequest:
             body = json.loads(raw)
     headers = {k.lower(): v for k, v in handler.headers.items()}
     return RecordedRequest(handler.command, url.path, parse_qs(url.query, keep_blank_values=True),
-                           handler.headers.get("Content-Type", ""), body, raw, headers)
+                           handler.headers.get("Content-Type", ""), body, raw, headers,
+                           received)
 
 
 def send(handler: Handler, response: Response) -> None:

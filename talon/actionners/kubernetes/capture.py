@@ -235,7 +235,7 @@ def _wait_ephemeral(ctx: ActionContext, namespace: str, name: str, container: st
     last = {"reason": ""}
 
     def running() -> bool | None:
-        pod = common.get_pod(ctx)
+        pod = common.get_pod(ctx, fresh=True)
         for status in getattr(pod.status, "ephemeral_container_statuses", None) or []:
             if status.name != container:
                 continue

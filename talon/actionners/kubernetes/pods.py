@@ -205,18 +205,26 @@ def replica_counts(rs: Any) -> tuple[int, int]:
     return ready, 1 if desired is None else int(desired)
 
 
+def raw_replica_counts(rs: Mapping[str, Any]) -> tuple[int, int]:
+    """`replica_counts` of a ReplicaSet as the API server's JSON (a dict)."""
+    ready = int((rs.get("status") or {}).get("readyReplicas") or 0)
+    desired = (rs.get("spec") or {}).get("replicas")
+    return ready, 1 if desired is None else int(desired)
+
+
 def _replicaset_short(ctx: ActionContext, namespace: str, name: str, spec: str) -> bool:
     """Whether the ReplicaSet `name` has too few ready replicas to lose one of its pods."""
     k = common.kube(ctx)
     try:
-        rs = k.apps.read_namespaced_replica_set(name, namespace, _request_timeout=k.timeout)
+        rs = common.read_json(k.apps.read_namespaced_replica_set(
+            name, namespace, _preload_content=False, _request_timeout=k.timeout))
     except Exception as exc:
         raise ActionError(f"cannot read the ReplicaSet '{name}' in the namespace "
                           f"'{namespace}': {common.api_error(exc)}") from exc
-    return below_min_healthy(spec, *replica_counts(rs))
+    return below_min_healthy(spec, *raw_replica_counts(rs))
 
 
-def _ignore_reason(ctx: ActionContext, pod: Any, namespace: str) -> str:
+def _ignore_reason(ctx: ActionContext, pod: Mapping[str, Any], namespace: str) -> str:
     """Why the pod must be left alone ("" when it can be terminated).
 
     min_healthy_replicas applies to ReplicaSet owners, which covers Deployment pods (the
@@ -224,7 +232,7 @@ def _ignore_reason(ctx: ActionContext, pod: Any, namespace: str) -> str:
     the Go version: that would need one more RBAC rule, and ignore_statefulsets covers them.
     """
     p: TerminateParams = ctx.params
-    kind, name = common.owner(pod)
+    kind, name = common.pod_owner(pod)
     if kind == "DaemonSet" and p.ignore_daemonsets:
         return "belongs to a DaemonSet"
     if kind == "StatefulSet" and p.ignore_statefulsets:
@@ -239,17 +247,16 @@ def _ignore_reason(ctx: ActionContext, pod: Any, namespace: str) -> str:
 
 def _terminate(ctx: ActionContext, namespace: str, name: str,
                objects: Mapping[str, str]) -> Result:
-    from kubernetes import client
-
     where = f"the pod '{name}' in the namespace '{namespace}'"
-    reason = _ignore_reason(ctx, common.get_pod(ctx), namespace)
+    reason = _ignore_reason(ctx, common.read_pod(ctx), namespace)
     if reason:
         return Result(status=Status.IGNORED, output=f"{where} {reason} and will be ignored.",
                       objects=objects)
     k = common.kube(ctx)
-    options = client.V1DeleteOptions(grace_period_seconds=ctx.params.grace_period_seconds)
+    options = {"gracePeriodSeconds": ctx.params.grace_period_seconds}
     try:
-        k.core.delete_namespaced_pod(name, namespace, body=options, _request_timeout=k.timeout)
+        common.discard(k.core.delete_namespaced_pod(
+            name, namespace, body=options, _preload_content=False, _request_timeout=k.timeout))
     except Exception as exc:
         raise ActionError(f"cannot terminate {where}: {common.api_error(exc)}") from exc
     return Result(output=f"{where} has been terminated", objects=objects)
@@ -304,13 +311,15 @@ def metadata_patch(field_name: str, current: Mapping[str, str] | None,
     return ops
 
 
-def _apply(read: Callable[[], Any], patch: Callable[[list[dict[str, Any]]], Any],
+def _apply(read: Callable[[bool], Mapping[str, Any]],
+           patch: Callable[[list[dict[str, Any]]], Any],
            entries: Mapping[str, str], field_name: str, failed: str) -> None:
-    """Read the object, then patch it; one more try when it changed in between (409/422)."""
+    """Read the object (`read(fresh)`: the action's earlier read first), then patch it; one
+    more try, on a fresh read, when it changed in between (409/422)."""
     for attempt in (1, 2):
-        meta = read().metadata
-        ops = metadata_patch(field_name, getattr(meta, field_name), entries,
-                             meta.resource_version or "")
+        meta = read(attempt > 1).get("metadata") or {}
+        ops = metadata_patch(field_name, meta.get(field_name), entries,
+                             meta.get("resourceVersion") or "")
         if not ops:
             return
         try:
@@ -322,20 +331,27 @@ def _apply(read: Callable[[], Any], patch: Callable[[list[dict[str, Any]]], Any]
             raise ActionError(f"{failed}: {common.api_error(exc)}") from exc
 
 
-def _read_node(ctx: ActionContext, node: str) -> Any:
+def _read_node(ctx: ActionContext, node: str, fresh: bool = False) -> dict[str, Any]:
     k = common.kube(ctx)
     try:
-        return k.core.read_node(node, _request_timeout=k.timeout)
+        return common.read_json(k.core.read_node(
+            node, _preload_content=False, _request_timeout=k.timeout))
     except Exception as exc:
         raise ActionError(f"error getting node '{node}': {common.api_error(exc)}") from exc
 
 
-def _patch_pod(k: Any, namespace: str, name: str, ops: list[dict[str, Any]]) -> Any:
-    return k.core.patch_namespaced_pod(name, namespace, ops, _request_timeout=k.timeout)
+def _read_pod(ctx: ActionContext, fresh: bool) -> dict[str, Any]:
+    return common.reread_pod(ctx) if fresh else common.read_pod(ctx)
 
 
-def _patch_node(k: Any, node: str, ops: list[dict[str, Any]]) -> Any:
-    return k.core.patch_node(node, ops, _request_timeout=k.timeout)
+def _patch_pod(k: Any, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+    common.discard(k.core.patch_namespaced_pod(
+        name, namespace, ops, _preload_content=False, _request_timeout=k.timeout))
+
+
+def _patch_node(k: Any, node: str, ops: list[dict[str, Any]]) -> None:
+    common.discard(k.core.patch_node(
+        node, ops, _preload_content=False, _request_timeout=k.timeout))
 
 
 def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
@@ -346,18 +362,18 @@ def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
     def body() -> Result:
         k = common.kube(ctx)
         if ctx.params.level == "node":
-            node = common.node_of(common.get_pod(ctx))
+            node = common.pod_node(common.read_pod(ctx))
             where, target = f"the node '{node}'", {"node": node}
             read = functools.partial(_read_node, ctx, node)
             patch = functools.partial(_patch_node, k, node)
             mark_on = ("node", "", node)
         else:
             where, target = f"the pod '{name}' in the namespace '{namespace}'", objects
-            read = functools.partial(common.get_pod, ctx)
+            read = functools.partial(_read_pod, ctx)
             patch = functools.partial(_patch_pod, k, namespace, name)
             mark_on = ("pod", namespace, name)
         entries = getattr(ctx.params, field_name)
-        before = getattr(read().metadata, field_name) if ctx.params.ttl else None
+        before = (read(False).get("metadata") or {}).get(field_name) if ctx.params.ttl else None
         _apply(read, patch, entries, field_name, f"cannot {verb} {where}")
         output = f"{where} has been {done}"
         if ctx.params.ttl:
