@@ -20,7 +20,7 @@ from talon.engine import Failure
 from talon.journal import Store
 from talon.metrics import Metrics
 from talon.models import Event
-from talon.pool import Item
+from talon.pool import Item, WaitingItems
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class JournalItem(Item):
     id: int = 0
 
 
-class JournalQueue:
+class JournalQueue(WaitingItems[JournalItem]):
     """talon.pool.EventQueue over a journal `Store`."""
 
     def __init__(self, store: Store, *, max_events: int, max_bytes: int,
@@ -74,14 +74,6 @@ class JournalQueue:
             self._items.append(JournalItem(event, size, ident))
             self._cond.notify()
         return True
-
-    def take(self, timeout: float) -> JournalItem | None:
-        with self._cond:
-            if not self._items and not self._closed:
-                self._cond.wait(timeout)
-            if self._closed or not self._items:
-                return None
-            return self._items.popleft()
 
     def release(self, item: Item) -> None:
         """Nothing: an event counts against the bounds until it is done."""

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from talon import errors, log
 from talon.errors import EventError
@@ -55,7 +55,27 @@ class EventQueue(Protocol):
     def close(self) -> list[Item]: ...
 
 
-class MemoryQueue:
+T = TypeVar("T")
+
+
+class WaitingItems(Generic[T]):
+    """The taking side shared by the queues: `_items` under `_cond`, until `_closed`."""
+
+    _items: deque[T]
+    _cond: threading.Condition
+    _closed: bool
+
+    def take(self, timeout: float) -> T | None:
+        """The oldest item, waiting up to `timeout`; None when closed or still empty."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if self._closed or not self._items:
+                return None
+            return self._items.popleft()
+
+
+class MemoryQueue(WaitingItems[Item]):
     """A queue bounded in events and in bytes: `put` returns False instead of blocking."""
 
     def __init__(self, maxsize: int, max_bytes: int = 256 << 20) -> None:
@@ -76,14 +96,6 @@ class MemoryQueue:
             self._items.append(Item(event, size))
             self._cond.notify()
         return True
-
-    def take(self, timeout: float) -> Item | None:
-        with self._cond:
-            if not self._items and not self._closed:
-                self._cond.wait(timeout)
-            if self._closed or not self._items:
-                return None
-            return self._items.popleft()
 
     def release(self, item: Item) -> None:
         with self._cond:
