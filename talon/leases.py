@@ -209,7 +209,9 @@ def _short(exc: BaseException) -> str:
 
 
 class LeaseSweeper:
-    """Deletes expired dedup Leases every `interval` seconds, `batch` at a time."""
+    """Deletes expired dedup Leases: a full pass over them every `interval` seconds, one
+    page of `batch` Leases at a time, the pages spread over the interval (a page every
+    `interval / max_batches` s), so that neither the API server nor Talon gets a burst."""
 
     def __init__(self, api: Any, namespace: str, *, interval: float = 10.0,
                  batch: int = 100, max_batches: int = 10, timeout: float = 10.0,
@@ -230,23 +232,31 @@ class LeaseSweeper:
             self._thread.join(self.timeout + 1)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        token: str | None = None
+        while not self._stop.wait(self.interval / self.max_batches):
             try:
-                self.sweep()
-            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next time
+                _deleted, token = self.sweep_page(token)
+            except Exception as exc:  # noqa: BLE001 - a failed page is tried again next time
+                token = None
                 log.emit(logger, logging.WARNING, "dedup", result="sweep failed",
                          namespace=self.namespace, error=_short(exc))
+
+    def sweep_page(self, token: str | None = None) -> tuple[int, str | None]:
+        """Delete the expired Leases of one page (`token` continues a pass); (how many, the
+        token of the next page, None once the pass is over)."""
+        response = self.api.list_namespaced_lease(
+            self.namespace, label_selector=f"{LABEL}=true", limit=self.batch,
+            _continue=token, _preload_content=False, _request_timeout=self.timeout)
+        page = json.loads(response.data)
+        deleted = sum(self._delete_if_expired(lease) for lease in page.get("items", []))
+        return deleted, (page.get("metadata") or {}).get("continue") or None
 
     def sweep(self) -> int:
         """Delete the expired dedup Leases (at most batch × max_batches); how many."""
         deleted, token = 0, None
         for _ in range(self.max_batches):
-            response = self.api.list_namespaced_lease(
-                self.namespace, label_selector=f"{LABEL}=true", limit=self.batch,
-                _continue=token, _preload_content=False, _request_timeout=self.timeout)
-            page = json.loads(response.data)
-            deleted += sum(self._delete_if_expired(lease) for lease in page.get("items", []))
-            token = (page.get("metadata") or {}).get("continue")
+            found, token = self.sweep_page(token)
+            deleted += found
             if not token or self._stop.is_set():
                 break
         return deleted

@@ -454,7 +454,11 @@ class FakeKubeAPI:
     def _list(self, request: RecordedRequest, route: Route) -> Response:
         rd = route.rd
         meta: JSON = {"resourceVersion": self.store.resource_version()}
-        items = kube_http.paginate(self._select(request, route), request, meta)
+        with self.store.lock:  # select and page the stored objects, copy only the page
+            stored = ks.select(self.store.items(rd, route.namespace, copies=False),
+                               request.param("labelSelector"), request.param("fieldSelector"),
+                               rd)
+            items = [copy.deepcopy(o) for o in kube_http.paginate(stored, request, meta)]
         if not rd.custom:  # typed lists do not repeat apiVersion/kind per item
             for item in items:
                 item.pop("apiVersion", None)

@@ -207,12 +207,16 @@ class Store:
             raise not_found(rd, name)
         return obj
 
-    def items(self, rd: ResourceDef, namespace: str | None) -> list[JSON]:
-        """Objects of one resource (all namespaces when `namespace` is None), key order."""
+    def items(self, rd: ResourceDef, namespace: str | None, *,
+              copies: bool = True) -> list[JSON]:
+        """Objects of one resource (all namespaces when `namespace` is None), key order;
+        `copies=False` gives the stored objects themselves (hold `lock`, change nothing)."""
         with self.lock:
             keys = sorted(k for k in self._objects
                           if k[:2] == (rd.group_version, rd.resource)
                           and (namespace is None or k[2] == namespace))
+            if not copies:
+                return [self._objects[k] for k in keys]
             return [copy.deepcopy(self._objects[k]) for k in keys]
 
     def seed(self, rd: ResourceDef, obj: JSON) -> JSON:
