@@ -75,21 +75,28 @@ def parse_ref(text: str) -> tuple[undo.Kind, str, str]:
     raise ValueError(f"'{text}' is not an object reference: expected one of {forms}")
 
 
-def _listed(k: Any, kind: undo.Kind) -> list[dict[str, Any]]:
+Skipped = Callable[[undo.Kind, int], None]
+"""Told when a kind is skipped: not served (404) or not granted (403)."""
+
+
+def _listed(k: Any, kind: undo.Kind, skipped: Skipped | None = None) -> list[dict[str, Any]]:
     """The marked objects of one kind; [] when the kind is not served or not granted."""
     try:
         page = json.loads(kind.listing(k).data)
     except Exception as exc:
-        if getattr(exc, "status", None) in SKIPPED_STATUSES:
+        status = getattr(exc, "status", None)
+        if status in SKIPPED_STATUSES:
+            if skipped is not None:
+                skipped(kind, status)
             return []
         raise
     return [item for item in page.get("items") or [] if isinstance(item, dict)]
 
 
-def find(k: Any) -> Iterator[Contained]:
+def find(k: Any, skipped: Skipped | None = None) -> Iterator[Contained]:
     """Every object carrying a containment mark, kind after kind."""
     for kind in undo.KINDS.values():
-        for obj in _listed(k, kind):
+        for obj in _listed(k, kind, skipped):
             mark = undo.read_mark(obj)
             if mark is not None:
                 yield Contained(ref_of(kind, obj), kind, obj, mark)
@@ -144,6 +151,8 @@ class Reconciler:
     def __init__(self, kube: Callable[[], Any], report: Report, *, interval: float = 30.0,
                  wall: Callable[[], float] = time.time) -> None:
         self.kube, self.report, self.interval, self._wall = kube, report, interval, wall
+        self._forbidden: set[str] = set()
+        """Kinds whose listing was refused (403), each warned about once."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -165,10 +174,21 @@ class Reconciler:
                 log.emit(logger, logging.WARNING, "containment", result="pass failed",
                          error=_short(exc))
 
+    def _skipped(self, kind: undo.Kind, status: int) -> None:
+        """A kind not granted is warned about once (not served, as without Calico, is not):
+        its expired containment would otherwise never be undone, silently."""
+        if status != 403 or kind.name in self._forbidden:
+            return
+        self._forbidden.add(kind.name)
+        log.emit(logger, logging.WARNING, "containment", result="cannot list", object=kind.name,
+                 error=f"listing {kind.name} objects is forbidden (403): their expired "
+                       "containment cannot be undone",
+                 hint="grant the verbs `python -m talon rbac` prints for rules with a ttl")
+
     def reconcile(self) -> int:
         """One pass: undo every expired containment; how many were undone."""
         k, now, undone = self.kube(), self._wall(), 0
-        for item in find(k):
+        for item in find(k, self._skipped):
             if self._stop.is_set():
                 break
             if is_due(item, now):

@@ -188,3 +188,20 @@ def test_damaged_mark_is_removed_without_undoing(kube_api: FakeKubeAPI,
     meta = kube_api.get("pods", "shop", "web-1")["metadata"]
     assert meta["labels"] == {"app": "web"}
     assert json.dumps(meta.get("annotations") or {}) == "{}"
+
+
+def test_a_kind_not_granted_is_warned_about_once(kube_api: FakeKubeAPI, kube_config: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Without `list` on pods, expired pods could never be undone: say so, once; a kind
+    that is not served (no Calico here) is normal and says nothing."""
+    kube_api.forbid("GET", r"^/api/v1/pods$")
+    settings = config.load(None, env={}, overrides={"kubeconfig": str(kube_config)})
+    loop = containment.Reconciler(Clients(settings, timeout=5).kube,
+                                  lambda item, status, text: None)
+    with caplog.at_level("WARNING", logger="talon.containment"):
+        loop.reconcile()
+        loop.reconcile()
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1
+    assert "listing pod objects is forbidden (403)" in warned[0].getMessage() + str(
+        getattr(warned[0], "fields", ""))
