@@ -278,18 +278,17 @@ class Engine:
         # or turned to dry-run, before its checks and run.
         verdict = self.gate.decide(event, rule, action, plugin.info) if self.gate else None
         if verdict is not None:
-            status = DRY_RUN if verdict.status == DRY_RUN else verdict.status
-            output = DRY_RUN_OUTPUT if status == DRY_RUN else verdict.reason
-            return self._not_run(event, rule, action, step, status, output,
+            output = DRY_RUN_OUTPUT if verdict.status == DRY_RUN else verdict.reason
+            return self._not_run(event, rule, action, step, verdict.status, output,
                                  (span, parent, started_ns))
         result, attempts = self._attempts(event, rule, action, plugin, step, started)
-        if (result.error or result.status == Status.FAILURE) and self.dead_letter is not None:
+        ok = result.status != Status.FAILURE and not result.error
+        if not ok and self.dead_letter is not None:
             self.dead_letter(Failure(event=event, rule=rule, action=action,
                                      parameters=params.to_plain(step.parameters),
                                      error=result.error or "failed", attempts=attempts))
         self._report_action(event, rule, action, result, seconds=time.monotonic() - started,
                             span=(span, parent, started_ns), parameters=step.parameters)
-        ok = result.status != Status.FAILURE and not result.error
         status = str(result.status) if ok else str(Status.FAILURE)
         if ok and result.artifact is not None:
             ok = self._output_stage(event, rule, action, plugin, result, span)

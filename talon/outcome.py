@@ -95,8 +95,9 @@ class ActionOutcome:
     """What the actionner named; for a dry run, the event's namespace and pod."""
     parameters: Mapping[str, Any] | None = None
     """The final parameters (dry runs log them)."""
-    seconds: float = 0.0
-    """How long the action ran (monotonic clock); 0 for a dry run."""
+    seconds: float | None = None
+    """How long the action ran (monotonic clock); None when it did not run (a dry run, or
+    held by the governor)."""
     span: Span | None = None
 
     @property

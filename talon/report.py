@@ -134,7 +134,7 @@ class MetricsSink:
         namespace, pod = o.objects.get("namespace", ""), o.objects.get("pod", "")
         m.action(rule=o.rule.name, event=o.event.rule, action=action.name,
                  actionner=action.actionner, status=o.status, namespace=namespace, pod=pod)
-        if not o.dry_run:
+        if o.seconds is not None:  # it ran: throttled, protected and dry runs did not
             m.child(m.action_seconds, action.actionner).observe(o.seconds)
 
 

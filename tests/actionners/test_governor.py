@@ -70,6 +70,11 @@ class Harness:
                         default_notifiers=("webhook",), clients=self.clients, gate=self.gate)
         return [status for _r, _a, status in engine.handle(ev)]
 
+    def durations(self) -> float:
+        """How many action durations were observed (one per action that ran)."""
+        return sum(s.value for m in self.metrics.action_seconds.collect() for s in m.samples
+                   if s.name.endswith("_count"))
+
     def count(self, status: str) -> float:
         return sum(s.value for m in self.metrics.actions.collect() for s in m.samples
                    if s.labels.get("status") == status and s.name.endswith("_total"))
@@ -98,6 +103,7 @@ def test_third_terminate_in_a_namespace_is_throttled(harness: Callable[[str], Ha
     assert (note.status, note.objects["pod"]) == ("throttled", "web-3")
     assert "namespace:2/600s (namespace/shop)" in note.output
     assert h.count("throttled") == 1
+    assert h.durations() == 2          # the throttled terminate never ran: no duration
     assert h.handle(TERMINATE, event("api-1", "other")) == ["success"]
 
 
