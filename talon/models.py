@@ -286,7 +286,9 @@ def decode(body: bytes | str, *, trace_id: str = "", parent_span_id: str = "") -
     except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
         raise EventError("", f"invalid JSON: an integer has more than "
                              f"{sys.get_int_max_str_digits()} digits") from exc
-    if _too_deep(data):
+    # A payload cannot nest deeper than its count of opening brackets: the usual event has
+    # a handful, so the walk only runs for bodies that could be too deep.
+    if body.count("{") + body.count("[") > MAX_DEPTH and _too_deep(data):
         raise EventError("", _TOO_DEEP)
     if not isinstance(data, dict):
         raise EventError("", f"expected a JSON object, got {type(data).__name__}")
