@@ -96,8 +96,8 @@ class Redactor:
             line = values.sub(MASK, line)
         if "@" in line:
             line = _USERINFO.sub(_userinfo, line)
-        if "=" in line:
-            line = _QUERY.sub(lambda m: m.group("head") + MASK, line)
+        if "=" in line and ("?" in line or "&" in line or ";" in line):  # every log field
+            line = _QUERY.sub(lambda m: m.group("head") + MASK, line)  # has a '=': not enough
         lower = line.lower()
         if "bearer" in lower or "authorization" in lower:
             line = _AUTH.sub(lambda m: m.group("head") + MASK, line)
