@@ -24,9 +24,9 @@ from typing import Any
 from talon import models, params, yamlio
 from talon.configschema import Field, convert, fields_of, meta, show
 from talon.errors import ConfigError
+from talon.redact import MASK
 from talon.registry import Registry
 
-MASK = "***"
 _NOTIFIERS = "notifiers"
 
 

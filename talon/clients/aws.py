@@ -81,14 +81,20 @@ class Aws:
             client.close()
 
     def _build(self, service: str, region: str, read_timeout: float) -> Any:
-        from botocore.config import Config
-
         if self._session is None:
             self._session = self._new_session()
-        config = Config(connect_timeout=self.timeout, read_timeout=read_timeout,
-                        retries={"max_attempts": 2, "mode": "standard"},
-                        user_agent_extra="talon")
-        return self._session.client(service, region_name=region or None, config=config)
+        return self._session.client(service, region_name=region or None,
+                                    config=self._config(read_timeout))
+
+    def _config(self, read_timeout: float) -> Any:
+        """Timeouts and one attempt: a request is never sent again behind the caller's
+        back (a read timeout retried would invoke a Lambda function twice); rules retry
+        transient failures with `retries`, within the action timeout."""
+        from botocore.config import Config
+
+        return Config(connect_timeout=self.timeout, read_timeout=read_timeout,
+                      retries={"total_max_attempts": 1, "mode": "standard"},
+                      user_agent_extra="talon")
 
     def _base_session(self) -> Any:
         import boto3
@@ -106,12 +112,9 @@ class Aws:
             return base
         import boto3
         import botocore.session
-        from botocore.config import Config
         from botocore.credentials import DeferredRefreshableCredentials
 
-        sts = base.client("sts", config=Config(connect_timeout=self.timeout,
-                                               read_timeout=self.timeout,
-                                               retries={"max_attempts": 2, "mode": "standard"}))
+        sts = base.client("sts", config=self._config(self.timeout))
         core = botocore.session.get_session()
         core._credentials = DeferredRefreshableCredentials(  # the documented recipe
             refresh_using=self._assume(sts), method="sts-assume-role")

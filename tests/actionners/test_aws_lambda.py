@@ -140,6 +140,17 @@ def test_function_error_fails_with_its_message(aws_env: Moto, fake_lambda: FakeL
     assert json.loads(fake_lambda.invocations[0])["rule"] == "Terminal shell in container"
 
 
+def test_an_invocation_is_never_sent_twice_behind_the_rules_back(
+        aws_env: Moto, fake_lambda: FakeLambda, cloud: Cloud,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's own retries would invoke the function again after a 5xx (or a read
+    timeout); retrying is the rule's decision (`retries`), so the SDK makes one attempt."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", fake_lambda.url)
+    fake_lambda.status = 503
+    assert_failed(cloud(rules()), "the function 'echo' ($LATEST)")
+    assert len(fake_lambda.invocations) == 1
+
+
 def test_unexpected_status_fails(aws_env: Moto, fake_lambda: FakeLambda, cloud: Cloud,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", fake_lambda.url)
