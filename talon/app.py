@@ -454,7 +454,7 @@ def run(settings: Settings, registry: Registry, *, rules_paths: Sequence[str]) -
              if settings.tls.cert_file else None)
     _warn_if_open(settings)
     sdnotify.notify("READY=1")
-    watchdog = sdnotify.Watchdog(healthy=health.Liveness(app.server.address, app.engine.stuck))
+    watchdog = sdnotify.Watchdog(healthy=health.Liveness(app.server, app.engine.stuck))
     watchdog.start()
     while not app.stop.wait(0.25):
         if app.hup.is_set():

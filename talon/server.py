@@ -7,8 +7,9 @@ admit the new one (a connection in the middle of a request never is); with none 
 the new connection gets one of PROBE_SLOTS reserved slots, where only `GET /healthz` is
 served (anything else is 503), so a liveness probe never restarts a pod whose slots are
 all busy; with those taken too, 503 and close at once. `stop()` refuses new requests,
-closes idle keep-alive connections and lets requests in flight finish. Plug-ins never
-run here.
+closes idle keep-alive connections and lets requests in flight finish. The accept loop
+records a heartbeat on every poll (`IngestServer.last_loop`), which the watchdog reads
+instead of connecting to Talon. Plug-ins never run here.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = ["HEALTH_BODY", "IngestServer", "trace_id_from"]
 
 logger = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.1  # how soon serve_forever() notices stop()
+_POLL_SECONDS = 0.1  # how soon serve_forever() notices stop(); the heartbeat's period
 PROBE_SLOTS = 8
 """Connections admitted over the cap to answer `GET /healthz` (each for ≤1 s)."""
 
@@ -80,6 +81,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self._counter = 0
         self._refusal = _refusal(config.retry_after_seconds)
         self._date: tuple[int, str] = (0, "")
+        self.heartbeat = 0.0  # time.monotonic() when the accept loop last polled
         self._random = random.Random()  # noqa: S311 - trace ids correlate logs, not secrets
         super().__init__(address, Handler)
 
@@ -95,6 +97,12 @@ class _HTTPServer(ThreadingHTTPServer):
             text = email.utils.formatdate(now, usegmt=True)
             self._date = (now, text)
         return text
+
+    def service_actions(self) -> None:
+        """Called by serve_forever() after every poll (each _POLL_SECONDS, or sooner after
+        a connection): the heartbeat, stale once the loop stops or hangs."""
+        super().service_actions()
+        self.heartbeat = time.monotonic()
 
     def server_bind(self) -> None:
         """Bind without the reverse DNS lookup HTTPServer does for `server_name`."""
@@ -249,10 +257,20 @@ class IngestServer:
         host, port = self._httpd.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def last_loop(self) -> float | None:
+        """time.monotonic() when the accept loop last polled; None when it is not serving
+        (not started, stopped, or its thread ended)."""
+        thread = self._thread
+        if thread is None or self._stopped or not thread.is_alive():
+            return None
+        return self._httpd.heartbeat
+
     def start(self) -> None:
         """Serve in the daemon thread `talon-http`."""
         if self._thread is not None or self._stopped:
             raise RuntimeError("IngestServer can be started once")
+        self._httpd.heartbeat = time.monotonic()  # the loop is starting: its first beat
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
             "poll_interval": _POLL_SECONDS}, name="talon-http", daemon=True)
         self._thread.start()

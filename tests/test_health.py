@@ -3,23 +3,30 @@
 Covers: with a fake NOTIFY_SOCKET (a real unix datagram socket) and WATCHDOG_USEC set, a
 running server gets WATCHDOG=1 pings; they stop arriving once the HTTP accept loop is
 stopped, and once the worker threads are gone; every worker stuck past its action
-timeout is unhealthy too, one free worker is enough; the probe works on a wildcard bind
-address.
+timeout is unhealthy too, one free worker is enough. The listener check reads the accept
+loop's heartbeat rather than connecting to Talon: healthy over a TLS listener without a
+handshake failure, takes no connection slot at max_connections, unhealthy when the loop
+is blocked, never started or stopped.
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from talon import app, catalog, config, health, sdnotify
-from tests.notifiers.sinks import free_port
+from talon import app, catalog, config, health, sdnotify, tls
+from talon.metrics import Metrics
+from talon.server import IngestServer
 from tests.support import RECORDER
+from tests.test_auth import Pki, rejected
 from tests.test_sdnotify import received
 
 
@@ -76,8 +83,7 @@ def pings(sock: socket.socket) -> list[str]:
 def test_pings_stop_when_the_accept_loop_stops(
         systemd: tuple[socket.socket, dict[str, str]], talon: app.App) -> None:
     sock, env = systemd
-    dog = sdnotify.Watchdog(env, healthy=health.Liveness(talon.server.address,
-                                                         talon.engine.stuck))
+    dog = sdnotify.Watchdog(env, healthy=health.Liveness(talon.server, talon.engine.stuck))
     dog.start()
     try:
         sock.settimeout(2)
@@ -93,7 +99,7 @@ def test_pings_stop_when_the_workers_are_gone(
         systemd: tuple[socket.socket, dict[str, str]], talon: app.App) -> None:
     sock, env = systemd
     dog = sdnotify.Watchdog(env, healthy=health.Liveness(
-        talon.server.address, talon.engine.stuck, workers=own_workers))
+        talon.server, talon.engine.stuck, workers=own_workers))
     dog.start()
     try:
         sock.settimeout(2)
@@ -106,15 +112,78 @@ def test_pings_stop_when_the_workers_are_gone(
 
 
 def test_every_worker_stuck_is_unhealthy(talon: app.App) -> None:
-    address = talon.server.address
+    server = talon.server
     assert health.live_workers() >= 2
     two = lambda: 2  # noqa: E731 - the pool's two threads, counted apart from other tests'
-    assert health.Liveness(address, lambda: 0, workers=two)() is True
-    assert health.Liveness(address, lambda: 1, workers=two)() is True  # one still works
-    assert health.Liveness(address, lambda: 2, workers=two)() is False
+    assert health.Liveness(server, lambda: 0, workers=two)() is True
+    assert health.Liveness(server, lambda: 1, workers=two)() is True  # one still works
+    assert health.Liveness(server, lambda: 2, workers=two)() is False
 
 
-def test_probe_on_a_wildcard_address(talon: app.App) -> None:
-    _, port = talon.server.address
-    assert health.Liveness(("0.0.0.0", port), lambda: 0)() is True
-    assert health.Liveness(("127.0.0.1", free_port()), lambda: 0, timeout=0.5)() is False
+def serving(**kwargs: Any) -> tuple[IngestServer, Metrics]:
+    metrics = Metrics()
+    server = IngestServer(address="127.0.0.1", port=0, accept=lambda event, size: True,
+                          metrics=metrics, read_timeout=5, **kwargs)
+    return server, metrics
+
+
+def test_healthy_over_tls_without_a_failed_handshake(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    server, metrics = serving(tls=tls.ServerTLS(pki.tls(), optional_client_cert=False,
+                                                interval=0.0))
+    server.start()
+    try:
+        assert health.Liveness(server, lambda: 0, workers=lambda: 1)() is True
+        assert rejected(metrics, "tls_handshake") == 0
+    finally:
+        server.stop(timeout=2)
+
+
+def test_check_takes_no_connection_slot(tmp_path: Path) -> None:
+    server, _ = serving(max_connections=1)
+    server.start()
+    conn = http.client.HTTPConnection(*server.address, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        conn.getresponse().read()  # the only slot, now idle on a keep-alive connection
+        assert health.Liveness(server, lambda: 0, workers=lambda: 1)() is True
+        conn.request("GET", "/healthz")  # not evicted to make room for a probe
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+        server.stop(timeout=2)
+
+
+def test_unhealthy_while_the_accept_loop_is_blocked() -> None:
+    server, _ = serving()
+    release = threading.Event()
+    handle = server._httpd.process_request  # wedge the accept loop itself
+
+    def blocked(request: Any, client_address: Any) -> None:
+        release.wait(10)
+        handle(request, client_address)
+
+    server._httpd.process_request = blocked  # type: ignore[method-assign]
+    server.start()
+    check = health.Liveness(server, lambda: 0, workers=lambda: 1, max_age=0.3)
+    try:
+        assert check() is True
+        with socket.create_connection(server.address, timeout=5):
+            time.sleep(0.6)
+            assert check() is False
+            release.set()
+            time.sleep(0.3)
+            assert check() is True
+    finally:
+        release.set()
+        server.stop(timeout=2)
+
+
+def test_unhealthy_before_start_and_after_stop() -> None:
+    server, _ = serving()
+    check = health.Liveness(server, lambda: 0, workers=lambda: 1)
+    assert check() is False
+    server.start()
+    assert check() is True
+    server.stop(timeout=2)
+    assert check() is False
