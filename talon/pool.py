@@ -183,17 +183,22 @@ class WorkerPool:
                 continue
             key = self._key_of(item)
             with self._lock:
-                if self._stop.is_set():  # taken just as the drain deadline passed
-                    self._source.release(item)
-                    self._give_up([item], [])
-                    return
-                self._in_flight += 1
-                if key and key in self._active:
+                late = self._stop.is_set()  # taken just as the drain deadline passed
+                held = not late and bool(key) and key in self._active
+                if held:
                     self._active[key].append(item)  # the worker owning this pod runs it next
-                    continue
-                if key:
-                    self._active[key] = deque()
-                self._running[me] = item
+                elif not late:
+                    if key:
+                        self._active[key] = deque()
+                    self._running[me] = item
+                if not late:
+                    self._in_flight += 1
+            if late:  # logged outside the lock: workers never wait on log I/O
+                self._source.release(item)
+                self._give_up([item], [])
+                return
+            if held:
+                continue
             try:
                 self._run_key(me, key, item)
             except Exception as exc:  # noqa: BLE001 - e.g. the queue failed to acknowledge
@@ -288,10 +293,10 @@ class WorkerPool:
                     left.extend(pending)
                     pending.clear()
                 running = list(self._running.values())
-                log.emit(logger, logging.ERROR, "shutdown", error="drain timeout: events left",
-                         dropped=len(left), running=len(running),
-                         not_logged=max(0, len(left) + len(running) - LOGGED_AT_SHUTDOWN))
-                self._give_up(left, running)
+            log.emit(logger, logging.ERROR, "shutdown", error="drain timeout: events left",
+                     dropped=len(left), running=len(running),
+                     not_logged=max(0, len(left) + len(running) - LOGGED_AT_SHUTDOWN))
+            self._give_up(left, running)  # outside the lock: workers never wait on log I/O
         self.stop()
         return drained
 
@@ -299,13 +304,16 @@ class WorkerPool:
         """Log each item (up to the cap) and count the ones never started."""
         if self._metrics is not None and left:
             self._metrics.dropped.labels("shutdown").inc(len(left))
+        with self._lock:  # reserve this call's share of the lines, then log unlocked
+            quota = max(0, LOGGED_AT_SHUTDOWN - self._logged)
+            self._logged += min(quota, len(left) + len(running))
         for status, items, error in (
                 ("dropped", left, "not processed: the shutdown deadline passed"),
                 ("unfinished", running, "still running when the shutdown deadline passed")):
             for item in items:
-                if self._logged >= LOGGED_AT_SHUTDOWN:
+                if quota <= 0:
                     return
-                self._logged += 1
+                quota -= 1
                 event = item.event
                 log.emit(logger, logging.WARNING, "shutdown", status=status, error=error,
                          trace_id=event.trace_id, rule=event.rule, pod=self._key_of(item))
