@@ -24,6 +24,7 @@ from typing import Any
 
 from talon import log
 from talon.actionners.kubernetes import undo
+from talon.clients.kube import api_error
 
 logger = logging.getLogger(__name__)
 
@@ -129,20 +130,10 @@ def release(k: Any, item: Contained, report: Report) -> bool:
             log.emit(logger, logging.INFO, "containment", object=item.ref,
                      result="changed meanwhile; looked at again on the next pass")
             return False
-        report(item, "failure", _short(exc))
+        report(item, "failure", api_error(exc))
         return False
     report(item, "reverted", f"{item.ref}: {done}")
     return True
-
-
-def _short(exc: BaseException) -> str:
-    body = getattr(exc, "body", None)
-    try:
-        message = json.loads(body).get("message") if body else None
-    except (TypeError, ValueError, AttributeError):
-        message = None
-    return str(message or exc).strip().splitlines()[0] if (message or str(exc)) \
-        else type(exc).__name__
 
 
 class Reconciler:
@@ -172,7 +163,7 @@ class Reconciler:
                 self.reconcile()
             except Exception as exc:  # noqa: BLE001 - a failed pass is retried next time
                 log.emit(logger, logging.WARNING, "containment", result="pass failed",
-                         error=_short(exc))
+                         error=api_error(exc))
 
     def _skipped(self, kind: undo.Kind, status: int) -> None:
         """A kind not granted is warned about once (not served, as without Calico, is not):

@@ -31,6 +31,7 @@ from typing import Any
 
 from talon import log
 from talon.clients import ratelimit
+from talon.clients.kube import api_error
 from talon.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -190,22 +191,9 @@ class LeaseBackend:
                 return
             self._warned[reason] = now
         log.emit(logger, logging.WARNING, "dedup", result="fallback", reason=reason,
-                 error=_short(exc), namespace=self.namespace,
+                 error=api_error(exc), namespace=self.namespace,
                  hint="acting on this event; deduplicated within this replica only "
                       f"(this warning repeats at most every {WARN_EVERY:g}s)")
-
-
-def _short(exc: BaseException) -> str:
-    body = getattr(exc, "body", None)
-    if body:
-        try:
-            message = json.loads(body).get("message")
-        except (TypeError, ValueError, AttributeError):
-            message = None
-        if message:
-            return f"{message} ({getattr(exc, 'status', '')})"
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class LeaseSweeper:
@@ -239,7 +227,7 @@ class LeaseSweeper:
             except Exception as exc:  # noqa: BLE001 - a failed page is tried again next time
                 token = None
                 log.emit(logger, logging.WARNING, "dedup", result="sweep failed",
-                         namespace=self.namespace, error=_short(exc))
+                         namespace=self.namespace, error=api_error(exc))
 
     def sweep_page(self, token: str | None = None) -> tuple[int, str | None]:
         """Delete the expired Leases of one page (`token` continues a pass); (how many, the
