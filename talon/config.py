@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from talon import models, params, yamlio
+from talon import models, names, params, yamlio
 from talon.configschema import Field, convert, fields_of, meta, show
-from talon.errors import ConfigError
+from talon.errors import ConfigError, EventError
 from talon.redact import MASK
 from talon.registry import Registry
 
@@ -71,23 +71,27 @@ def _lower_items(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(item.lower() for item in items)
 
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-
-
 def _lease_name(value: str) -> str:
     text = value.strip()
     if not text:
         raise ValueError("must not be empty")
-    if len(text) > 200 or not all(_DNS_LABEL.fullmatch(p) for p in text.split(".")):
+    try:  # room left for "-<32 hex>" within a subdomain's 253
+        names.check_name(text, "lease_name", names.SUBDOMAIN)
+    except EventError:
         raise ValueError(f"'{text}' is not a valid name prefix: lowercase letters, digits, "
-                         "'-' and '.', at most 200 characters")
+                         "'-' and '.', at most 200 characters") from None
+    if len(text) > 200:
+        raise ValueError(f"'{text}' is too long for a name prefix: at most 200 characters")
     return text
 
 
 def _namespace(value: str) -> str:
     text = value.strip()
-    if text and (len(text) > 63 or not _DNS_LABEL.fullmatch(text)):
-        raise ValueError(f"'{text}' is not a valid namespace name")
+    if text:
+        try:
+            names.check_name(text, "namespace", names.LABEL)
+        except EventError:
+            raise ValueError(f"'{text}' is not a valid namespace name") from None
     return text
 
 

@@ -66,7 +66,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.outcome", "talon.report", "talon.otel",
         "talon.retry", "talon.journal", "talon.journalview",
     ),
-    0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params",
+    0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params", "talon.names",
         "talon.records"),
 }
 LAYERS: dict[str, int] = {m: n for n, names in LAYER_TABLE.items() for m in names}

@@ -17,14 +17,19 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from talon.clients.ratelimit import TokenBucket
-from talon.errors import ActionError, EventError, TalonError
+from talon.errors import ActionError, TalonError
+from talon.names import DNS1035 as DNS1035  # re-exported for the plug-ins
+from talon.names import LABEL as LABEL
+from talon.names import RBAC as RBAC
+from talon.names import SUBDOMAIN as SUBDOMAIN
+from talon.names import check_name as check_name
+from talon.names import is_name as is_name
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -178,41 +183,6 @@ def api_error(exc: BaseException) -> str:
     if status and reason:
         return f"{reason} ({status})"
     return _short(exc)
-
-
-_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-LABEL = "label"
-"""DNS-1123 label: namespaces (lower-case letters, digits, '-', at most 63 characters)."""
-SUBDOMAIN = "subdomain"
-"""DNS-1123 subdomain: pods and most objects (labels joined by '.', at most 253)."""
-DNS1035 = "dns1035"
-"""DNS-1035 label: services (a DNS-1123 label that starts with a letter)."""
-RBAC = "rbac"
-"""Path-segment names (roles, clusterroles): any text but '.', '..', '/' and '%'."""
-
-_NAME_RULES: dict[str, tuple[re.Pattern[str], int, str]] = {
-    LABEL: (re.compile(_LABEL), 63, "a DNS-1123 label (lower-case letters, digits and '-', "
-                                    "starting and ending with a letter or digit, at most 63)"),
-    SUBDOMAIN: (re.compile(rf"{_LABEL}(?:\.{_LABEL})*"), 253,
-                "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)"),
-    DNS1035: (re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"), 63,
-              "a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
-              "at most 63)"),
-    RBAC: (re.compile(r"(?!\.\.?$)[^/%?#\s\x00-\x1f\x7f-\x9f\u2028\u2029]+"), 253,
-           "a name without '/', '%', '?', '#', whitespace or control characters, "
-           "not '.' or '..', at most 253"),
-}
-
-
-def check_name(value: str, field: str, rule: str = SUBDOMAIN) -> str:
-    """`value` when the API server would accept it as a name under `rule` (LABEL,
-    SUBDOMAIN, DNS1035 or RBAC); EventError naming `field` otherwise. Called before any
-    URL holding the name is built."""
-    pattern, limit, what = _NAME_RULES[rule]
-    if len(value) <= limit and pattern.fullmatch(value):
-        return value
-    shown = repr(value[:64]) + ("..." if len(value) > 64 else "")
-    raise EventError(field, f"{shown} is not a valid name: expected {what}")
 
 
 def node_of(pod: Any) -> str:

@@ -21,7 +21,6 @@ from talon.clients import kube
 from talon.notifiers import _http, _text
 from talon.plugin import (
     Delivery,
-    EventError,
     Notification,
     NotifyError,
     Permission,
@@ -35,7 +34,6 @@ MESSAGE_LIMIT = 1024
 """Bytes of `message` the API server accepts."""
 FIELD_LIMIT = 128
 """Characters of `reason` and `action` the API server accepts."""
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 """ANSI escape sequences and control characters (newlines and tabs are kept)."""
 
@@ -50,15 +48,6 @@ notifiers:
 def _object(n: Notification, key: str) -> str:
     """Object `key` of the notification, whatever its casing (`pod`, `Pod`)."""
     return next((str(v) for k, v in n.objects.items() if k.lower() == key), "")
-
-
-def _valid_pod(name: str) -> bool:
-    """Whether `name` may go into a URL as a pod name (else the pod is not looked up)."""
-    try:
-        kube.check_name(name, "pod", kube.SUBDOMAIN)
-    except EventError:
-        return False
-    return True
 
 
 def message(n: Notification) -> str:
@@ -131,7 +120,7 @@ class K8sEventsNotifier:
             raise NotifyError("k8sevents: no Kubernetes client was given to this notifier")
         k = self._clients.kube()
         namespace = _object(n, "namespace")
-        if involved(n)["kind"] != "Pod" or not _DNS_LABEL.fullmatch(namespace):
+        if involved(n)["kind"] != "Pod" or not kube.is_name(namespace, kube.LABEL):
             namespace = DEFAULT_NAMESPACE
         body = event_body(n, namespace, self._pod_uid(k, n))
         try:
@@ -154,7 +143,7 @@ class K8sEventsNotifier:
     def _pod_uid(self, k: Any, n: Notification) -> str:
         """The pod's uid, or "" when there is no pod or it cannot be read (never fails)."""
         pod, namespace = _object(n, "pod"), _object(n, "namespace")
-        if not pod or not _DNS_LABEL.fullmatch(namespace) or not _valid_pod(pod):
+        if not pod or not kube.is_name(namespace, kube.LABEL) or not kube.is_name(pod):
             return ""
         try:
             found = k.core.read_namespaced_pod(pod, namespace,

@@ -15,15 +15,13 @@ and Cilium APIs accept) and a namespace must be a DNS label.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from talon.actionners.kubernetes import common, pods, rbac, undo
+from talon.clients import kube
 from talon.plugin import ActionContext, ActionError, ParamValueError, Permission, Result, actionner
-
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +47,7 @@ class NetworkPolicyParams:
                 raise ParamValueError(
                     f"allow_cidr[{index}]", f"wrong CIDR '{cidr}'") from None
         for index, namespace in enumerate(self.allow_namespaces):
-            if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+            if not kube.is_name(namespace, kube.LABEL):
                 raise ParamValueError(
                     f"allow_namespaces[{index}]",
                     f"wrong namespace '{namespace}': must be a DNS label (at most 63 lowercase "

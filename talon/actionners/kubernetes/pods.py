@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from talon.actionners.kubernetes import common, rbac, undo
+from talon.clients import kube
 from talon.plugin import (
     ActionContext,
     ActionError,
@@ -42,7 +43,6 @@ REQUIRES = ("kubernetes",)
 
 _MIN_HEALTHY = re.compile(r"(\d+)(%?)")
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NAME_RULE = ("1 to 63 characters among letters, digits, '-', '_' and '.', "
               "starting and ending with a letter or digit")
 
@@ -64,7 +64,7 @@ def qualified_name_problem(key: str) -> str | None:
     prefix, slash, name = key.rpartition("/")
     if slash and "/" in prefix:
         return "at most one '/' is allowed"
-    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.fullmatch(prefix)):
+    if slash and not kube.is_name(prefix):
         return ("the prefix must be a DNS subdomain (lowercase letters, digits, '-' and '.', "
                 "at most 253 characters)")
     if len(name) > 63 or not _NAME.fullmatch(name):
