@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,19 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from talon import params
 from talon.journal import JournalError, connect
 from talon.models import Event, decode
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_since(text: str) -> float:
     """`90s`, `15m`, `1h`, `2d` (or plain seconds) → seconds; ValueError otherwise."""
-    found = _DURATION.fullmatch(text.strip())
-    if not found:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 2d)")
-    return float(found.group(1)) * _UNITS[found.group(2)]
+    return params.duration_seconds(text.strip())
 
 
 def when(stamp: float | None) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -283,3 +284,17 @@ def describe(cls: type | None) -> list[FieldSpec]:
 def to_plain(value: Any) -> Any:
     """A params instance (or any coerced value) as plain JSON-ready data."""
     return models.plain(value)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str | int | float) -> float:
+    """Seconds in `value` ("90s", "30m", "2h", "1d" or a number); ValueError when invalid."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    found = _DURATION.fullmatch(str(value))
+    if found is None:
+        raise ValueError(f"'{value}' is not a duration: write 90s, 30m, 2h, 1d or seconds")
+    return float(found.group(1)) * _UNITS[found.group(2)]

@@ -42,7 +42,7 @@ from talon.models import (
     Result,
     Status,
 )
-from talon.params import ParamValueError
+from talon.params import ParamValueError, duration_seconds
 from talon.registry import Permission, actionner, context, notifier, output
 from talon.rules.model import Action, Rule
 
@@ -53,7 +53,8 @@ __all__ = [
     "NAMESPACE_KEYS", "POD_KEYS", "Action", "ActionContext", "ActionError", "Artifact",
     "CheckFailedError", "Delivery", "Event", "EventError", "Notification", "NotifyError",
     "OutputContext", "OutputError", "ParamValueError",
-    "Permission", "Result", "Rule", "Status", "actionner", "context", "notifier",
+    "Permission", "Result", "Rule", "Status", "actionner", "context", "duration_seconds",
+    "notifier",
     "output", "references",
 ]
 

@@ -17,7 +17,6 @@ carries the resourceVersion read, so a change made meanwhile is never overwritte
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from talon.actionners.kubernetes import common
-from talon.plugin import ActionContext, ActionError, ParamValueError, Permission
+from talon.plugin import ActionContext, ActionError, ParamValueError, Permission, duration_seconds
 
 MARK_LABEL = "talon.falco.org/contained"
 MARK_ANNOTATION = "talon.falco.org/containment"
@@ -33,22 +32,18 @@ SELECTOR = f"{MARK_LABEL}=true"
 TTL_HELP = ("Undo the change after this long: \"90s\", \"30m\", \"2h\" or seconds; empty "
             "keeps it until removed by hand. Talon marks the object so that any replica "
             "undoes it, also after a restart; a later event moves the expiry")
-_TTL = re.compile(r"\s*(\d+)\s*([smhd]?)\s*")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_TTL = 30 * 86400
 
 
 def parse_duration(value: str | int) -> int:
-    """Seconds in `value` ("90s", "30m", "2h", "1d" or a number); ValueError when invalid."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
-    match = _TTL.fullmatch(str(value))
-    if match is None:
-        raise ValueError(f"'{value}' is not a duration: write 90s, 30m, 2h, 1d or seconds")
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    """Seconds in `value` ("90s", "30m", "2h", "1d" or whole seconds), at most MAX_TTL;
+    ValueError when invalid."""
+    seconds = duration_seconds(value)
+    if seconds != int(seconds):
+        raise ValueError(f"'{value}' is not a whole number of seconds")
     if not 0 < seconds <= MAX_TTL:
         raise ValueError(f"'{value}' must be between 1s and {MAX_TTL // 86400}d")
-    return seconds
+    return int(seconds)
 
 
 def check_ttl(value: str | int) -> None:
