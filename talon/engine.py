@@ -76,8 +76,10 @@ class Gate(Protocol):
     """Decides, just before a disruptive action's checks, whether it runs as asked
     (talon.governor.Governor: budgets and protected workloads); None means run."""
 
-    def decide(self, event: Event, rule: Rule, action: Action,
-               info: PluginInfo) -> Verdict | None: ...
+    def decide(self, event: Event, rule: Rule, action: Action, info: PluginInfo,
+               cache: dict[tuple[str, ...], Any]) -> Verdict | None: ...
+    """`cache` becomes the action's `ActionContext.cache`: an object the gate reads
+    there (the pod) is not read again by the action's checks and run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,12 +278,14 @@ class Engine:
                                  (span, parent, started_ns))
         # The governor's hook: a disruptive action may be held here (throttled, protected)
         # or turned to dry-run, before its checks and run.
-        verdict = self.gate.decide(event, rule, action, plugin.info) if self.gate else None
+        reads: dict[tuple[str, ...], Any] = {}
+        verdict = (self.gate.decide(event, rule, action, plugin.info, reads)
+                   if self.gate else None)
         if verdict is not None:
             output = DRY_RUN_OUTPUT if verdict.status == DRY_RUN else verdict.reason
             return self._not_run(event, rule, action, step, verdict.status, output,
                                  (span, parent, started_ns))
-        result, attempts = self._attempts(event, rule, action, plugin, step, started)
+        result, attempts = self._attempts(event, rule, action, plugin, step, started, reads)
         ok = result.status != Status.FAILURE and not result.error
         if not ok and self.dead_letter is not None:
             self.dead_letter(Failure(event=event, rule=rule, action=action,
@@ -295,7 +299,8 @@ class Engine:
         return Outcome(ok, status)
 
     def _attempts(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
-                  step: plan.Step, started: float) -> tuple[Result, int]:
+                  step: plan.Step, started: float,
+                  reads: dict[tuple[str, ...], Any]) -> tuple[Result, int]:
         """Run the action; after a transient failure (talon.retry), again, up to
         `action.retries` more times, waiting with backoff and full jitter, never starting
         an attempt or a wait that would end past the action timeout. The worker waits,
@@ -306,7 +311,9 @@ class Engine:
         while True:
             attempt += 1
             try:
-                failed = self._execute(event, rule, action, plugin, step)
+                # the first attempt starts from what the gate read; a retry reads afresh
+                failed = self._execute(event, rule, action, plugin, step,
+                                       reads if attempt == 1 else {})
                 cause = failed.cause
                 if failed.status != Status.FAILURE and not failed.error:
                     return failed, attempt
@@ -340,7 +347,7 @@ class Engine:
         return Outcome(True, status)
 
     def _execute(self, event: Event, rule: Rule, action: Action, plugin: Plugin,
-                 step: plan.Step) -> Result:
+                 step: plan.Step, reads: dict[tuple[str, ...], Any] | None = None) -> Result:
         info = plugin.info
         missing = _missing_fields(event, info.required_fields)
         if missing:
@@ -356,7 +363,8 @@ class Engine:
                 f"{p.field}: {p.message}" for p in problems if p.severity == "error"))
         ctx = ActionContext(event=event, rule=rule, action=action, params=value,
                             context=step.context, env=step.env, clients=self.clients,
-                            deadline=time.monotonic() + self.action_timeout)
+                            deadline=time.monotonic() + self.action_timeout,
+                            cache=reads if reads is not None else {})
         run = plugin.run
 
         def checked_run() -> Any:  # live checks call the API too: one timeout for both

@@ -216,6 +216,12 @@ def _matches(labels: Mapping[str, Any], selector: str) -> bool:
     return bool(terms) and all(labels.get(k.strip()) == v.strip() for k, _, v in terms)
 
 
+LABELS_TTL = 30.0
+"""Seconds a namespace's or node's labels are reused by the protection check."""
+LABELS_KEPT = 4096
+"""Most namespaces and nodes whose labels are kept (all forgotten past it)."""
+
+
 class Governor:
     """The engine's Gate: protection, the trip to dry-run, then the budgets."""
 
@@ -234,12 +240,14 @@ class Governor:
         self._wall = wall
         self._lock = threading.Lock()
         self._tripped_at: float | None = None
+        self._labels: dict[tuple[str, str], tuple[float, Mapping[str, Any]]] = {}
+        """(kind, name) of a namespace or node → (when read, its labels), for LABELS_TTL."""
 
-    def decide(self, event: Event, rule: Rule, action: Action,
-               info: PluginInfo) -> Verdict | None:
+    def decide(self, event: Event, rule: Rule, action: Action, info: PluginInfo,
+               cache: dict[tuple[str, ...], Any]) -> Verdict | None:
         if not info.disruptive:
             return None
-        target = self._target(event)
+        target = self._target(event, cache)
         if not rule.allow_protected:
             why = self._protection(target)
             if why:
@@ -255,14 +263,33 @@ class Governor:
 
     # -- the target -------------------------------------------------------------------
 
-    def _target(self, event: Event) -> Target:
+    def _target(self, event: Event, cache: dict[tuple[str, ...], Any]) -> Target:
+        """The event's target; the pod read goes into the action's read cache, under the
+        key the Kubernetes plug-ins use, so that their checks do not read it again."""
         try:
             namespace, pod = event.namespace(), event.pod_name()
         except EventError:
             namespace, pod = "", ""
         needs_pod = bool(pod and namespace and (self.selector or self._owner_scoped()))
         found = self._read("pod", namespace, pod) if needs_pod else {}
+        if found:
+            cache[("Pod", namespace, pod)] = found
         return Target(namespace, pod, found)
+
+    def _labels_of(self, kind: str, name: str) -> Mapping[str, Any]:
+        """The labels of a namespace or node, read at most once per LABELS_TTL: they hold
+        the protection label, which changes rarely, and every disruptive action asks."""
+        now = time.monotonic()
+        with self._lock:
+            known = self._labels.get((kind, name))
+        if known is not None and now - known[0] < LABELS_TTL:
+            return known[1]
+        labels = (self._read(kind, "", name).get("metadata") or {}).get("labels") or {}
+        with self._lock:
+            if len(self._labels) >= LABELS_KEPT:
+                self._labels.clear()
+            self._labels[(kind, name)] = (now, labels)
+        return labels
 
     def _owner_scoped(self) -> bool:
         return any(b.scope == "owner" for b in self.budgets)
@@ -294,13 +321,13 @@ class Governor:
         if not self.selector or not target.pod:
             return ""
         sources: tuple[tuple[str, Callable[[], Mapping[str, Any]]], ...] = (
-            (f"the pod '{target.pod}'", lambda: target.pod_object),
+            (f"the pod '{target.pod}'",
+             lambda: (target.pod_object.get("metadata") or {}).get("labels") or {}),
             (f"the namespace '{target.namespace}'",
-             lambda: self._read("namespace", "", target.namespace)),
-            (f"the node '{target.node}'", lambda: self._read("node", "", target.node)))
-        for what, obj in sources:
-            labels = (obj().get("metadata") or {}).get("labels") or {}
-            if _matches(labels, self.selector):
+             lambda: self._labels_of("namespace", target.namespace)),
+            (f"the node '{target.node}'", lambda: self._labels_of("node", target.node)))
+        for what, labels_of in sources:
+            if _matches(labels_of(), self.selector):
                 return f"{what} ({self.selector})"
         return ""
 

@@ -248,3 +248,24 @@ def test_api_failure_falls_back_to_the_local_count(kube_api: FakeKubeAPI,
     assert counter.take("namespace/shop", 3, budget)
     assert not counter.take("namespace/shop", 3, budget)
     assert kube_api.list("leases", "talon") == []
+
+
+def test_protection_reads_the_pod_once_and_keeps_namespace_and_node_labels(
+        harness: Callable[[str], Harness], kube_api: FakeKubeAPI) -> None:
+    """The protection check's pod read serves the action's own checks; a namespace's and a
+    node's labels are read once for many actions (they hold the protection label)."""
+    from tests.actionners.test_nodes import node
+
+    h = harness("")
+    for name in ("web-1", "web-2"):
+        kube_api.add(pod(name))
+    kube_api.add(node())
+    kube_api.clear_requests()
+    assert h.handle(TERMINATE, event("web-1")) == ["success"]
+    assert h.handle(TERMINATE, event("web-2")) == ["success"]
+    gets = [r.path for r in kube_api.requests if r.method == "GET"]
+    assert gets.count("/api/v1/namespaces/shop/pods/web-1") == 1
+    assert gets.count("/api/v1/namespaces/shop/pods/web-2") == 1
+    assert gets.count("/api/v1/namespaces/shop") == 1
+    assert gets.count("/api/v1/nodes/node-1") == 1
+    assert pods_named(kube_api) == []
