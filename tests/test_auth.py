@@ -477,6 +477,9 @@ def test_metrics_with_a_signature_of_the_empty_body(
     (server, _, _), clock = signed_server
     headers = signature(b"", clock.now)
     assert request(connect(server), "GET", "/metrics", None, headers=headers)[0] == 200
+    assert request(connect(server), "GET", "/metrics", None)[0] == 401
+    other = signature(BODY, clock.now + 1)
+    assert request(connect(server), "GET", "/metrics", None, headers=other)[0] == 401
 
 
 # --- start-up errors -----------------------------------------------------------------------
