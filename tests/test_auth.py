@@ -20,6 +20,7 @@ import http.client
 import io
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -358,12 +359,14 @@ def test_refusal_before_the_body_lets_the_next_connection_work(token_server: Sta
 
 def test_expect_100_continue_without_credentials_gets_401_not_100(token_server: Started) -> None:
     server, _, _ = token_server
-    conn = connect(server)
-    conn.putrequest("POST", "/")
-    conn.putheader("Content-Length", str(len(BODY)))
-    conn.putheader("Expect", "100-continue")
-    conn.endheaders()
-    assert conn.getresponse().status == 401
+    # A raw socket: http.client would skip an interim "100 Continue" and show only the 401.
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+                     b"Expect: 100-continue\r\n\r\n" % len(BODY))
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ")
 
 
 def test_rotated_tokens_file_is_read_again(start: Callable[..., Started], tmp_path: Path) -> None:
