@@ -169,6 +169,16 @@ def request(conn: http.client.HTTPConnection, method: str = "POST", path: str = 
     return resp.status, resp
 
 
+def served_cert(conn: http.client.HTTPConnection) -> bytes | None:
+    """The certificate the server presented on `conn` (DER)."""
+    assert isinstance(conn.sock, ssl.SSLSocket)
+    return conn.sock.getpeercert(binary_form=True)
+
+
+def der(cert: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
 def rejected(metrics: Metrics, reason: str) -> float:
     value = metrics.registry.get_sample_value("talon_events_rejected_total", {"reason": reason})
     return value or 0.0
@@ -264,12 +274,7 @@ def test_rotated_certificate_reaches_new_connections_only(start: Callable[..., S
     old = connect(server, pki.client())
     assert request(old)[0] == 200
     new_cert = pki.install(pki.ca.issue_cert("127.0.0.1", "talon-rotated.falco"))
-
-    def served_cert(conn: http.client.HTTPConnection) -> bytes | None:
-        assert isinstance(conn.sock, ssl.SSLSocket)
-        return conn.sock.getpeercert(binary_form=True)
-
-    new_der = ssl.PEM_cert_to_DER_cert(new_cert.cert_chain_pems[0].bytes().decode())
+    new_der = der(new_cert)
     old_der = served_cert(old)
     assert old_der != new_der
 
@@ -294,7 +299,9 @@ def test_broken_rotation_keeps_the_previous_certificate(start: Callable[..., Sta
     pki.cert_file.write_text("not a certificate\n")
     wait_for(lambda: any("cannot be loaded" in line for line in logs.lines)
              or request(connect(server, pki.client()), "GET", "/healthz", None)[0] != 200)
-    assert request(connect(server, pki.client()))[0] == 200
+    conn = connect(server, pki.client())
+    assert request(conn)[0] == 200
+    assert served_cert(conn) == der(pki.server)
     assert any("keeping the previous ones" in line and "WARNING" in line for line in logs.lines)
 
 
