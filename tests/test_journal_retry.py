@@ -258,5 +258,5 @@ def test_engine_never_waits_past_the_action_timeout(tmp_path: Path) -> None:
                             dead=dead)
     started = time.monotonic()
     assert engine.handle(_event()) == [("R", "a", "failure")]
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5  # stopped at the 1 s timeout, not after 50 tries
     assert 1 <= len(calls) < 50 and dead[0].attempts == len(calls)
