@@ -36,6 +36,7 @@ from talon.errors import ConfigError
 from talon.metrics import Metrics
 from talon.models import Event
 from talon.server import IngestServer
+from tests.support import wait_until
 
 EVENT = {"rule": "Terminal shell in container", "priority": "Warning", "output": "shell",
          "output_fields": {"k8s.pod.name": "web", "k8s.ns.name": "prod"}}
@@ -184,14 +185,6 @@ def rejected(metrics: Metrics, reason: str) -> float:
     return value or 0.0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -224,7 +217,7 @@ def test_plain_http_to_the_tls_port_is_refused(start: Callable[..., Started], pk
     server, recorder, metrics = start(pki.tls())
     with pytest.raises((http.client.HTTPException, OSError)):
         request(connect(server))
-    wait_for(lambda: rejected(metrics, "tls_handshake") == 1)
+    wait_until(lambda: rejected(metrics, "tls_handshake") == 1, timeout=5, interval=0.01)
     assert recorder.events == []
 
 
@@ -250,7 +243,7 @@ def test_bad_client_certificate_is_refused_at_the_handshake(
             "missing": lambda: None}[which]()
     with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
         request(connect(server, pki.client(cert)))
-    wait_for(lambda: rejected(metrics, "unauthenticated") == 1)
+    wait_until(lambda: rejected(metrics, "unauthenticated") == 1, timeout=5, interval=0.01)
     assert recorder.events == []
     assert any("TLS handshake failed" in line for line in logs.lines), logs.lines
 
@@ -286,7 +279,7 @@ def test_rotated_certificate_reaches_new_connections_only(start: Callable[..., S
         finally:
             conn.close()
 
-    wait_for(new_connection_gets_new_cert)
+    wait_until(new_connection_gets_new_cert, timeout=5, interval=0.01)
     assert request(old)[0] == 200  # the open connection keeps working, on its old cert
     assert served_cert(old) == old_der
     assert len(recorder.events) == 2
@@ -297,8 +290,9 @@ def test_broken_rotation_keeps_the_previous_certificate(start: Callable[..., Sta
                                                         pki: Pki, logs: Records) -> None:
     server, _, _ = start(pki.tls())
     pki.cert_file.write_text("not a certificate\n")
-    wait_for(lambda: any("cannot be loaded" in line for line in logs.lines)
-             or request(connect(server, pki.client()), "GET", "/healthz", None)[0] != 200)
+    wait_until(lambda: any("cannot be loaded" in line for line in logs.lines)
+               or request(connect(server, pki.client()), "GET", "/healthz", None)[0] != 200,
+               timeout=5, interval=0.01)
     conn = connect(server, pki.client())
     assert request(conn)[0] == 200
     assert served_cert(conn) == der(pki.server)
@@ -384,7 +378,8 @@ def test_rotated_tokens_file_is_read_again(start: Callable[..., Started], tmp_pa
     tmp = tmp_path / "tokens.new"
     tmp.write_text(OTHER_TOKEN + "\n")
     tmp.replace(path)
-    wait_for(lambda: request(connect(server), headers=bearer(OTHER_TOKEN))[0] == 200)
+    wait_until(lambda: request(connect(server), headers=bearer(OTHER_TOKEN))[0] == 200,
+               timeout=5, interval=0.01)
     assert request(conn, headers=bearer(TOKEN))[0] == 401  # also on an open connection
     assert len(recorder.events) == 2
 
@@ -394,8 +389,9 @@ def test_unreadable_tokens_file_keeps_the_last_tokens(start: Callable[..., Start
     path = tokens_file(tmp_path, TOKEN)
     server, _, _ = start(None, AuthSettings(bearer_tokens_file=str(path)))
     path.unlink()
-    wait_for(lambda: any("keeping the previous bearer tokens" in line for line in logs.lines)
-             or request(connect(server), headers=bearer(TOKEN))[0] != 200)
+    wait_until(lambda: any("keeping the previous bearer tokens" in line for line in logs.lines)
+               or request(connect(server), headers=bearer(TOKEN))[0] != 200,
+               timeout=5, interval=0.01)
     assert request(connect(server), headers=bearer(TOKEN))[0] == 200
     assert any("WARNING auth" in line and str(path) in line for line in logs.lines)
 
