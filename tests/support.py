@@ -115,6 +115,16 @@ def recording_rules(out: Path) -> str:
         """
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 15,
+               interval: float = 0.05) -> None:
+    """Return once `condition()` is true; AssertionError if it is not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
 def records(path: Path, n: int, timeout: float = 10) -> list[dict[str, Any]]:
     """The test:record lines in `path`, once there are `n` (or after `timeout`)."""
     deadline = time.monotonic() + timeout

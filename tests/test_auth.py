@@ -20,6 +20,7 @@ import http.client
 import io
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from talon.errors import ConfigError
 from talon.metrics import Metrics
 from talon.models import Event
 from talon.server import IngestServer
+from tests.support import wait_until
 
 EVENT = {"rule": "Terminal shell in container", "priority": "Warning", "output": "shell",
          "output_fields": {"k8s.pod.name": "web", "k8s.ns.name": "prod"}}
@@ -168,17 +170,19 @@ def request(conn: http.client.HTTPConnection, method: str = "POST", path: str = 
     return resp.status, resp
 
 
+def served_cert(conn: http.client.HTTPConnection) -> bytes | None:
+    """The certificate the server presented on `conn` (DER)."""
+    assert isinstance(conn.sock, ssl.SSLSocket)
+    return conn.sock.getpeercert(binary_form=True)
+
+
+def der(cert: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
 def rejected(metrics: Metrics, reason: str) -> float:
     value = metrics.registry.get_sample_value("talon_events_rejected_total", {"reason": reason})
     return value or 0.0
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -213,7 +217,7 @@ def test_plain_http_to_the_tls_port_is_refused(start: Callable[..., Started], pk
     server, recorder, metrics = start(pki.tls())
     with pytest.raises((http.client.HTTPException, OSError)):
         request(connect(server))
-    wait_for(lambda: rejected(metrics, "tls_handshake") == 1)
+    wait_until(lambda: rejected(metrics, "tls_handshake") == 1, timeout=5, interval=0.01)
     assert recorder.events == []
 
 
@@ -239,7 +243,7 @@ def test_bad_client_certificate_is_refused_at_the_handshake(
             "missing": lambda: None}[which]()
     with pytest.raises((ssl.SSLError, OSError, http.client.HTTPException)):
         request(connect(server, pki.client(cert)))
-    wait_for(lambda: rejected(metrics, "unauthenticated") == 1)
+    wait_until(lambda: rejected(metrics, "unauthenticated") == 1, timeout=5, interval=0.01)
     assert recorder.events == []
     assert any("TLS handshake failed" in line for line in logs.lines), logs.lines
 
@@ -263,12 +267,7 @@ def test_rotated_certificate_reaches_new_connections_only(start: Callable[..., S
     old = connect(server, pki.client())
     assert request(old)[0] == 200
     new_cert = pki.install(pki.ca.issue_cert("127.0.0.1", "talon-rotated.falco"))
-
-    def served_cert(conn: http.client.HTTPConnection) -> bytes | None:
-        assert isinstance(conn.sock, ssl.SSLSocket)
-        return conn.sock.getpeercert(binary_form=True)
-
-    new_der = ssl.PEM_cert_to_DER_cert(new_cert.cert_chain_pems[0].bytes().decode())
+    new_der = der(new_cert)
     old_der = served_cert(old)
     assert old_der != new_der
 
@@ -280,7 +279,7 @@ def test_rotated_certificate_reaches_new_connections_only(start: Callable[..., S
         finally:
             conn.close()
 
-    wait_for(new_connection_gets_new_cert)
+    wait_until(new_connection_gets_new_cert, timeout=5, interval=0.01)
     assert request(old)[0] == 200  # the open connection keeps working, on its old cert
     assert served_cert(old) == old_der
     assert len(recorder.events) == 2
@@ -291,9 +290,12 @@ def test_broken_rotation_keeps_the_previous_certificate(start: Callable[..., Sta
                                                         pki: Pki, logs: Records) -> None:
     server, _, _ = start(pki.tls())
     pki.cert_file.write_text("not a certificate\n")
-    wait_for(lambda: any("cannot be loaded" in line for line in logs.lines)
-             or request(connect(server, pki.client()), "GET", "/healthz", None)[0] != 200)
-    assert request(connect(server, pki.client()))[0] == 200
+    wait_until(lambda: any("cannot be loaded" in line for line in logs.lines)
+               or request(connect(server, pki.client()), "GET", "/healthz", None)[0] != 200,
+               timeout=5, interval=0.01)
+    conn = connect(server, pki.client())
+    assert request(conn)[0] == 200
+    assert served_cert(conn) == der(pki.server)
     assert any("keeping the previous ones" in line and "WARNING" in line for line in logs.lines)
 
 
@@ -358,12 +360,14 @@ def test_refusal_before_the_body_lets_the_next_connection_work(token_server: Sta
 
 def test_expect_100_continue_without_credentials_gets_401_not_100(token_server: Started) -> None:
     server, _, _ = token_server
-    conn = connect(server)
-    conn.putrequest("POST", "/")
-    conn.putheader("Content-Length", str(len(BODY)))
-    conn.putheader("Expect", "100-continue")
-    conn.endheaders()
-    assert conn.getresponse().status == 401
+    # A raw socket: http.client would skip an interim "100 Continue" and show only the 401.
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+                     b"Expect: 100-continue\r\n\r\n" % len(BODY))
+        answer = b""
+        while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ")
 
 
 def test_rotated_tokens_file_is_read_again(start: Callable[..., Started], tmp_path: Path) -> None:
@@ -374,7 +378,8 @@ def test_rotated_tokens_file_is_read_again(start: Callable[..., Started], tmp_pa
     tmp = tmp_path / "tokens.new"
     tmp.write_text(OTHER_TOKEN + "\n")
     tmp.replace(path)
-    wait_for(lambda: request(connect(server), headers=bearer(OTHER_TOKEN))[0] == 200)
+    wait_until(lambda: request(connect(server), headers=bearer(OTHER_TOKEN))[0] == 200,
+               timeout=5, interval=0.01)
     assert request(conn, headers=bearer(TOKEN))[0] == 401  # also on an open connection
     assert len(recorder.events) == 2
 
@@ -384,8 +389,9 @@ def test_unreadable_tokens_file_keeps_the_last_tokens(start: Callable[..., Start
     path = tokens_file(tmp_path, TOKEN)
     server, _, _ = start(None, AuthSettings(bearer_tokens_file=str(path)))
     path.unlink()
-    wait_for(lambda: any("keeping the previous bearer tokens" in line for line in logs.lines)
-             or request(connect(server), headers=bearer(TOKEN))[0] != 200)
+    wait_until(lambda: any("keeping the previous bearer tokens" in line for line in logs.lines)
+               or request(connect(server), headers=bearer(TOKEN))[0] != 200,
+               timeout=5, interval=0.01)
     assert request(connect(server), headers=bearer(TOKEN))[0] == 200
     assert any("WARNING auth" in line and str(path) in line for line in logs.lines)
 
@@ -477,6 +483,9 @@ def test_metrics_with_a_signature_of_the_empty_body(
     (server, _, _), clock = signed_server
     headers = signature(b"", clock.now)
     assert request(connect(server), "GET", "/metrics", None, headers=headers)[0] == 200
+    assert request(connect(server), "GET", "/metrics", None)[0] == 401
+    other = signature(BODY, clock.now + 1)
+    assert request(connect(server), "GET", "/metrics", None, headers=other)[0] == 401
 
 
 # --- start-up errors -----------------------------------------------------------------------

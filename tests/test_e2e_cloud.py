@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from tests.actionners.test_networkpolicy import workload
 from tests.fakes.aws import FakeImds, Moto, aws_env, imds, moto, sdk_env
 from tests.fakes.kube_api import FakeKubeAPI, kube_api, kube_config
 from tests.notifiers.sinks import HttpSink
-from tests.support import Launch, start
+from tests.support import Launch, start, wait_until
 
 __all__ = ["aws_env", "imds", "kube_api", "kube_config", "moto", "start"]
 
@@ -92,13 +90,6 @@ def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in text.splitlines() if raw.startswith("{")]
 
 
-def wait(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_every_cloud_and_cni_parameter_through_the_server(
         aws_env: Moto, imds: FakeImds, kube_api: FakeKubeAPI, kube_config: Path,
         start: Launch) -> None:
@@ -154,8 +145,8 @@ def test_every_cloud_and_cni_parameter_through_the_server(
         _status, metrics = server.request("GET", "/metrics")
         assert re.search(rb'output_total\{action="Lost",rule="Broken",status="failure",'
                          rb'target="aws:s3"\} 1\.0', metrics), metrics
-        wait(lambda: any(b'"Lost"' in r.body and b'"failure"' in r.body
-                         for r in sink.requests))
+        wait_until(lambda: any(b'"Lost"' in r.body and b'"failure"' in r.body
+                               for r in sink.requests), timeout=30, interval=0.1)
 
         assert server.post(event("Cloud", "web-1")) == 200   # still processing
         server.wait_log(r'"action": "Call".*"status": "success"(.|\n)*'

@@ -26,6 +26,7 @@ import pytest
 from talon.metrics import Metrics
 from talon.pool import Item, MemoryQueue, WorkerPool
 from talon.server import IngestServer
+from tests.support import wait_until
 
 RULE = "Terminal shell in container"
 _OPEN: list[Any] = []
@@ -124,13 +125,6 @@ def value(text: str, sample: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.01)
-
-
 class Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -157,7 +151,8 @@ def test_backlog_behind_a_busy_pod_is_bounded_by_queue_size(stack: Callable[...,
     s = stack(queue_size=5, retry_after_seconds=3)
     conn = connect(s.server.address)
     assert post(conn, event(), trace(0)).status == 200
-    wait_for(s.running.is_set)  # the first event holds a worker; the rest wait behind it
+    # the first event holds a worker; the rest wait behind it
+    wait_until(s.running.is_set, timeout=5, interval=0.01)
     statuses = []
     for n in range(1, 200):
         response = post(conn, event(), trace(n))
@@ -187,7 +182,7 @@ def test_queue_is_bounded_in_bytes(stack: Callable[..., Stack]) -> None:
     s = stack(queue_size=1000, queue_max_bytes=8192)
     conn = connect(s.server.address)
     assert post(conn, event()).status == 200
-    wait_for(s.running.is_set)
+    wait_until(s.running.is_set, timeout=5, interval=0.01)
     big = event(output="x" * 1500)  # about 1.7 KB: four fit in 8 KiB, the fifth does not
     statuses = [post(conn, big).status for _ in range(10)]
     assert statuses == [200] * 4 + [503] * 6
@@ -195,7 +190,7 @@ def test_queue_is_bounded_in_bytes(stack: Callable[..., Stack]) -> None:
     assert value(text, "talon_queue_depth") == 4
     assert value(text, 'talon_events_rejected_total{reason="queue_full"}') == 6
     s.gate.set()
-    wait_for(lambda: len(s.handled) == 5)
+    wait_until(lambda: len(s.handled) == 5, timeout=5, interval=0.01)
     assert post(conn, big).status == 200  # the bytes come back as events are handled
 
 

@@ -13,19 +13,17 @@ Real `python -m talon server` processes with `journal.path` set. Behaviours cove
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Launch, start
+from tests.support import ROOT, Launch, records, start, wait_until
 
 __all__ = ["start"]
 
@@ -54,17 +52,6 @@ def config(journal: Path, workers: int = 2, window: int = 0) -> str:
         """
 
 
-def recorded(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def journal_cli(journal: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "talon", "journal", "--journal",
                            str(journal), *args], cwd=ROOT, capture_output=True, text=True,
@@ -83,11 +70,11 @@ def test_acknowledged_events_survive_sigkill(start: Launch, tmp_path: Path) -> N
     assert [server.post(event(pod)) for pod in pods] == [200] * 8
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(5)
-    ran_before = len(recorded(out))
+    ran_before = len(records(out, 0))
     assert ran_before < 8  # most of them never ran
     restarted = start(rules(out), config(journal))
-    wait_until(lambda: {r["pod"] for r in recorded(out)} >= set(pods))
-    wait_until(lambda: states(journal) == ["done"] * 8)
+    wait_until(lambda: {r["pod"] for r in records(out, 0)} >= set(pods), timeout=20)
+    wait_until(lambda: states(journal) == ["done"] * 8, timeout=20)
     assert "not done at the last stop run again" in restarted.log()
     body = restarted.request("GET", "/metrics")[1].decode()
     replayed = float(body.split("\ntalon_journal_replayed_total ")[1].split()[0])
@@ -102,27 +89,27 @@ def test_kill_before_the_action_started_and_during_it(start: Launch, tmp_path: P
     server.wait_log('"status": "in_progress"')
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(5)
-    assert recorded(out) == []
+    assert records(out, 0) == []
     start(rules(out), config(journal, workers=1))
-    wait_until(lambda: len(recorded(out)) == 2)
-    assert [r["pod"] for r in recorded(out)] == ["busy", "waiting"]  # in arrival order
-    wait_until(lambda: states(journal) == ["done", "done"])
+    wait_until(lambda: len(records(out, 0)) == 2, timeout=20)
+    assert [r["pod"] for r in records(out, 0)] == ["busy", "waiting"]  # in arrival order
+    wait_until(lambda: states(journal) == ["done", "done"], timeout=20)
 
 
 def test_dedup_keys_outlive_a_restart(start: Launch, tmp_path: Path) -> None:
     out, journal = tmp_path / "calls.jsonl", tmp_path / "talon.db"
     server = start(rules(out), config(journal, window=300))
     assert server.post(event("web-1")) == 200
-    wait_until(lambda: len(recorded(out)) == 1)
-    wait_until(lambda: states(journal) == ["done"])
+    wait_until(lambda: len(records(out, 0)) == 1, timeout=20)
+    wait_until(lambda: states(journal) == ["done"], timeout=20)
     server.proc.send_signal(signal.SIGTERM)
     server.proc.wait(10)
     restarted = start(rules(out), config(journal, window=300))
     assert restarted.post(event("web-1")) == 200  # the same output: the same key
     assert restarted.post(event("web-2")) == 200
-    wait_until(lambda: len(recorded(out)) == 2)
+    wait_until(lambda: len(records(out, 0)) == 2, timeout=20)
     restarted.wait_log('"status": "duplicate"')
-    assert [r["pod"] for r in recorded(out)] == ["web-1", "web-2"]
+    assert [r["pod"] for r in records(out, 0)] == ["web-1", "web-2"]
 
 
 def test_second_server_on_the_same_journal_is_refused(start: Launch, tmp_path: Path) -> None:
@@ -131,7 +118,7 @@ def test_second_server_on_the_same_journal_is_refused(start: Launch, tmp_path: P
     with pytest.raises(AssertionError, match="in use by another Talon process"):
         start(rules(out), config(journal))
     assert first.post(event("web-1")) == 200  # the first one is unharmed
-    wait_until(lambda: len(recorded(out)) == 1)
+    wait_until(lambda: len(records(out, 0)) == 1, timeout=20)
     listing = journal_cli(journal, "list")  # the CLI never takes the server's lock
     assert listing.returncode == 0, listing.stderr
 

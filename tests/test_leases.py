@@ -197,6 +197,8 @@ def test_the_sweeper_ignores_conflicts_and_gone_leases(kube_api: FakeKubeAPI, ap
     kube_api.fail("DELETE", "/renewed", 409, "Conflict")
     kube_api.fail("DELETE", "/gone", 404, "NotFound")
     assert LeaseSweeper(api, NS).sweep() == 0
+    assert len(kube_api.requests_for("DELETE")) == 2
+    assert kube_api.get("leases", NS, "renewed", api_version="coordination.k8s.io/v1")
 
 
 def test_the_sweeper_runs_in_the_background(kube_api: FakeKubeAPI, api: Any) -> None:

@@ -3,9 +3,8 @@
 Covers: `module_available` finds installed modules, dotted or not, and reports missing
 ones, importing neither the module nor its parent packages (checked in a fresh process:
 `google.cloud.storage` is found while `google.cloud` stays unimported); a rule whose
-actionner, output, context or notifier needs a missing module is valid with a warning
-naming the plug-in and the module (an error with `--strict`), through the real CLI with a
-plug-in loaded by `plugins:`.
+actionner needs a missing module is valid with a warning naming the plug-in and the module
+(an error with `--strict`), through the real CLI with a plug-in loaded by `plugins:`.
 """
 
 from __future__ import annotations

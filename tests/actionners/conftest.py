@@ -13,8 +13,7 @@
 Every `act()` call checks least privilege as it goes: each request the fake API server
 received during the call must be granted by the declared `permissions` of the plug-ins
 the rules use (actionners and contexts), so a plug-in cannot start calling the API without
-declaring it. `USED` collects, per actionner, what its calls needed (tests/actionners/
-test_rbac.py checks that nothing declared goes unused).
+declaring it.
 """
 
 from __future__ import annotations
@@ -43,9 +42,6 @@ from tests.support import start
 __all__ = ["kube_api", "kube_config", "start"]
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
-
-USED: dict[str, set[kube_rbac.Need]] = {}
-"""Actionner fullname → the permissions its `act()` calls needed, over the whole run."""
 
 
 @dataclass
@@ -132,8 +128,6 @@ def check_least_privilege(registry: Registry, ruleset: RuleSet,
     needed = kube_rbac.needed(received)
     assert needed <= declared, (f"{sorted(names)} made requests their permissions do not "
                                 f"grant: {sorted(needed - declared)}")
-    if len(names) == 1:
-        USED.setdefault(names.pop(), set()).update(needed)
 
 
 @pytest.fixture

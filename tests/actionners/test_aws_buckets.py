@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import urllib.parse
 from typing import Any
 
@@ -28,6 +27,7 @@ from talon.clients import aws as aws_client
 from tests.actionners.cloud import DATA, Cloud, cloud, event, yaml
 from tests.actionners.conftest import Acted
 from tests.fakes.aws import REGION, Moto, aws_env, moto, sdk_env
+from tests.notifiers.sinks import free_port
 from tests.support import Launch, start
 
 __all__ = ["aws_env", "cloud", "moto", "start"]
@@ -48,12 +48,6 @@ def rules(target: str, bucket: str, **params: str) -> str:
 
 def output_note(acted: Acted, index: int = 0) -> Any:
     return [n for n in acted.notes if n.message == "output"][index]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def minio_settings(moto: Moto, **more: str) -> dict[str, str]:
@@ -163,7 +157,7 @@ def test_s3_role_credentials_are_refreshed_before_expiry(
 
 def test_s3_unreachable_endpoint(aws_env: Moto, cloud: Cloud,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     note = output_note(cloud(rules("aws:s3", "some-bucket")))
     assert note.status == "failure"
     assert re.fullmatch(r"the key '" + TS + r"_shop_web-1_log' could not be uploaded to the "
@@ -205,7 +199,7 @@ def test_minio_failures_name_bucket_and_key(aws_env: Moto, cloud: Cloud) -> None
                         r"bucket 'no-such-bucket': NoSuchBucket: .*", missing.error)
     unreachable = output_note(cloud(
         rules("minio:s3", "some-bucket"),
-        **minio_settings(aws_env, minio__endpoint=f"127.0.0.1:{closed_port()}")))
+        **minio_settings(aws_env, minio__endpoint=f"127.0.0.1:{free_port()}")))
     assert "to the bucket 'some-bucket': " in unreachable.error
     assert "Connection refused" in unreachable.error
     unset = output_note(cloud(rules("minio:s3", "some-bucket")))

@@ -22,7 +22,6 @@ Behaviours covered:
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -42,6 +41,7 @@ from tests.fakes.aws import (
     moto,
     sdk_env,
 )
+from tests.notifiers.sinks import free_port
 from tests.support import Launch, start
 
 __all__ = ["aws_env", "cloud", "fake_lambda", "imds", "moto", "start"]
@@ -60,12 +60,6 @@ def rules(name: str = "echo", qualifier: str = "$LATEST", kind: str = "RequestRe
                 aws_lambda_invocation_type: {kind}
               {extra}
         """
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_request_response_sends_event_and_context(aws_env: Moto, cloud: Cloud) -> None:
@@ -182,7 +176,7 @@ def test_wrong_keys_fail_naming_the_function(aws_env: Moto, cloud: Cloud) -> Non
 def test_unreachable_endpoint_fails_naming_the_function(aws_env: Moto, cloud: Cloud,
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     note = assert_failed(cloud(rules()), "the function 'echo' ($LATEST) cannot be read: "
                                          "Could not connect to the endpoint URL")
     assert "127.0.0.1" in note.error
@@ -232,7 +226,7 @@ def test_context_without_instance_profile(aws_env: Moto, imds: FakeImds, cloud: 
 def test_unreachable_context_fails_or_is_ignored(aws_env: Moto, cloud: Cloud,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     aws_env.function("echo")
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
     note = assert_failed(cloud(rules(extra=WITH_CONTEXT)), "context 'aws': instance "
                          f"metadata at {endpoint} is unreachable")

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from talon.clients.gcp import API_ENV
-from tests.fakes.gcp_api import PROJECT, FakeGcp, closed_port, gcp_api
+from tests.fakes.gcp_api import PROJECT, FakeGcp, gcp_api
+from tests.notifiers.sinks import free_port
 from tests.support import RECORDER, ROOT, Launch, start
 
 __all__ = ["gcp_api", "start"]
@@ -95,7 +96,7 @@ def test_event_calls_function_and_stores_artifact(start: Launch, gcp_api: FakeGc
     server = start(RULES, f"gcp:\n  credentials_path: {creds}\n", env={
         "PLUGINS": f"{RECORDER},{plugin}", API_ENV: gcp_api.base,
         "STORAGE_EMULATOR_HOST": emulator, "GOOGLE_APPLICATION_CREDENTIALS": "",
-        "GCE_METADATA_HOST": f"127.0.0.1:{closed_port()}"})
+        "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}"})
     assert server.post(falco_event("web-1")) == 200
     log = server.wait_log(r"has been uploaded")
     (call,) = gcp_api.calls("responder")
@@ -137,7 +138,7 @@ def test_rules_check_needs_no_credentials(tmp_path: Path) -> None:
               actionner: kubernetes:log
               output: {target: gcp:gcs, parameters: {bucket: falco-talon}}
         """))
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     env = {"PATH": "/usr/bin:/bin", "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json",
            API_ENV: dead, "STORAGE_EMULATOR_HOST": dead,
            "GCE_METADATA_HOST": dead.removeprefix("http://")}

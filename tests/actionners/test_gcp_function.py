@@ -34,7 +34,8 @@ from talon.engine import Engine
 from talon.metrics import Metrics
 from talon.reloader import RuleStore
 from tests.actionners.conftest import Acted, event
-from tests.fakes.gcp_api import EMAIL, PROJECT, FakeGcp, closed_port, gcp_api, new_key
+from tests.fakes.gcp_api import EMAIL, PROJECT, FakeGcp, gcp_api, new_key
+from tests.notifiers.sinks import free_port
 
 __all__ = ["gcp_api"]
 
@@ -61,8 +62,8 @@ def _google_env(monkeypatch: pytest.MonkeyPatch, gcp_api: FakeGcp) -> None:
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
                  "CLOUDSDK_CORE_PROJECT", "STORAGE_EMULATOR_HOST"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv(API_ENV_GCP, gcp_api.base)
 
 
@@ -224,7 +225,7 @@ def test_credentials_path_is_a_path(make_act: Callable[[str], Act], gcp_api: Fak
 
 
 def test_unreachable_api(act: Act, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = closed_port()
+    port = free_port()
     monkeypatch.setenv(API_ENV_GCP, f"http://127.0.0.1:{port}/")
     note = act(rules_yaml()).note("A")
     assert note.error.startswith(
@@ -234,7 +235,7 @@ def test_unreachable_api(act: Act, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unreachable_function(act: Act, gcp_api: FakeGcp) -> None:
     fn = gcp_api.add("europe-west1", "responder")
-    fn.uri = f"http://127.0.0.1:{closed_port()}/run/responder"
+    fn.uri = f"http://127.0.0.1:{free_port()}/run/responder"
     note = act(rules_yaml()).note("A")
     assert note.error.startswith(f"gcp:function 'responder' in 'europe-west1': cannot call "
                                  f"the function at '{fn.uri}': ")

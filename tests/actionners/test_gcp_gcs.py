@@ -36,7 +36,8 @@ from talon.plugin import Artifact, Result, actionner
 from talon.registry import REGISTRY, Registry
 from talon.reloader import RuleStore
 from tests.actionners.conftest import event
-from tests.fakes.gcp_api import EMAIL, FakeGcp, closed_port, gcp_api
+from tests.fakes.gcp_api import EMAIL, FakeGcp, gcp_api
+from tests.notifiers.sinks import free_port
 
 __all__ = ["gcp_api"]
 
@@ -209,7 +210,7 @@ def test_missing_bucket_then_next_event(emulator: str,
 
 def test_unreachable_endpoint(store: Callable[..., Notification],
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    port = closed_port()
+    port = free_port()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     note = store(retry_for=1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -226,14 +225,6 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, fake: FakeGcp) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fake = fake
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ notifier, never dropped silently.
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
@@ -19,12 +18,6 @@ from talon.models import Delivery, Notification
 from talon.notifiers import webhook
 from talon.registry import Registry, notifier
 from tests.notifiers.sinks import HttpSink
-
-
-def wait_for(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.01)
 
 
 def registry_with_webhook() -> Registry:
