@@ -44,7 +44,7 @@ from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
 from talon.ledger import Ledger
 from talon.metrics import Metrics
-from talon.models import Delivery, Event, Notification
+from talon.models import Delivery, Notification
 from talon.pool import MemoryQueue, WorkerPool
 from talon.registry import Registry
 from talon.reloader import Reloader, RuleStore
@@ -77,9 +77,6 @@ class App:
     journal: journal.Store | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
-
-    def accept(self, event: Event, size: int = 0) -> bool:
-        return self.queue.put(event, size)
 
     def start(self) -> None:
         if self.journal is not None:
