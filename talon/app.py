@@ -141,15 +141,14 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     reporter.add(report.NotifySink(dispatcher.submit, settings.default_notifiers,
                                    settings.notify_dry_run))
     store = RuleStore(ruleset)
-    if not settings.dry_run and _needs_kubernetes(ruleset, registry, names):
-        version = clients.kube().ping()
-        log.emit(logger, logging.INFO, "init", category="kubernetes",
-                 result=f"connected to {version} ({clients.kube().source})")
+    kube, no_cluster = _kube(clients)
+    no_cluster = _ping(settings, kube, no_cluster,
+                       needed=not settings.dry_run and _needs_kubernetes(ruleset, registry, names))
     dd = settings.deduplication
     action_ledger = _ledger(settings, registry)
     if action_ledger is not None:
         reporter.add(ledger.LedgerSink(action_ledger))
-    backend, sweeper = _dedup_backend(settings, clients, metrics)
+    backend, sweeper = _dedup_backend(settings, kube, no_cluster, metrics)
     telemetry = _telemetry(settings, metrics, reporter)
     queue, duplicates, dead_letter = _queue(settings, metrics, sweeper is None,
                                             Deduplicator(dd.time_window_seconds, dd.key, backend))
@@ -160,7 +159,7 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
                     notify_dry_run=settings.notify_dry_run,
                     action_timeout=settings.action_timeout_seconds,
                     print_all_events=settings.print_all_events, reporter=reporter,
-                    gate=_governor(settings, clients, dispatcher))
+                    gate=_governor(settings, kube, dispatcher))
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
     handle = queue.handler(engine.handle) if isinstance(queue, durable.JournalQueue) \
@@ -185,23 +184,45 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher),
+               sweeper=sweeper, reconciler=_reconciler(settings, kube, metrics, dispatcher),
                ledger=action_ledger, telemetry=telemetry,
                journal=queue.store if isinstance(queue, durable.JournalQueue) else None)
 
 
-def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
-    """The shared client's getter when a cluster is configured, else None."""
+def _kube(clients: Clients) -> tuple[Callable[[], Any] | None, KubeConfigError | None]:
+    """The shared client's getter when a cluster is configured, else None and why not.
+    Called once: `Clients` does not remember a failed kubeconfig load."""
     try:
         clients.kube()
-    except KubeConfigError:
-        return None
-    return clients.kube
+    except KubeConfigError as exc:
+        return None, exc
+    return clients.kube, None
 
 
-def _governor(settings: Settings, clients: Clients,
+def _ping(settings: Settings, kube: Callable[[], Any] | None,
+          no_cluster: KubeConfigError | None, *, needed: bool) -> KubeConfigError | None:
+    """Ask the API server its version once, when the rules need Kubernetes (`needed`: an
+    unreachable cluster raises KubeConfigError) or Lease dedup may use it. Returns why the
+    cluster cannot be used (`no_cluster`, or the failed ping), None when it answered."""
+    if not needed and _dedup_local(settings):
+        return no_cluster
+    try:
+        if kube is None:
+            raise no_cluster or KubeConfigError("no Kubernetes configuration")
+        client = kube()
+        version = client.ping(None if needed else settings.deduplication.timeout_seconds)
+    except KubeConfigError as exc:
+        if needed:
+            raise
+        return exc
+    if needed:
+        log.emit(logger, logging.INFO, "init", category="kubernetes",
+                 result=f"connected to {version} ({client.source})")
+    return None
+
+
+def _governor(settings: Settings, kube: Callable[[], Any] | None,
               dispatcher: notify.Dispatcher) -> governor.Governor:
-    kube = _kube_or_none(clients)
     gov = settings.governor
     counter: governor.Counter | None = None
     if kube is not None and gov.budgets and gov.cluster_wide and not settings.dry_run:
@@ -221,13 +242,10 @@ def _governor(settings: Settings, clients: Clients,
         reset_file=governor.reset_path(settings))
 
 
-def _reconciler(settings: Settings, clients: Clients, metrics: Metrics,
+def _reconciler(settings: Settings, kube: Callable[[], Any] | None, metrics: Metrics,
                 dispatcher: notify.Dispatcher) -> containment.Reconciler | None:
     """The expiry loop, when enabled and a cluster is configured (never in dry-run)."""
-    if not settings.containment.enabled or settings.dry_run:
-        return None
-    kube = _kube_or_none(clients)
-    if kube is None:
+    if not settings.containment.enabled or settings.dry_run or kube is None:
         return None
 
     def report(item: containment.Contained, status: str, text: str) -> None:
@@ -358,30 +376,36 @@ def _warn_if_open(settings: Settings) -> None:
              address=f"{settings.listen_address}:{settings.listen_port}")
 
 
-def _dedup_backend(settings: Settings, clients: Clients,
+def _dedup_local(settings: Settings) -> str:
+    """Why deduplication stays in this process whatever the cluster ("" when Leases may
+    carry it)."""
+    dd = settings.deduplication
+    if dd.time_window_seconds <= 0:
+        return "off (time_window_seconds is 0)"
+    if not dd.leader_election:
+        return "per process (leader_election is false)"
+    if settings.dry_run:
+        return "per process (dry-run writes nothing to the cluster)"
+    return ""
+
+
+def _dedup_backend(settings: Settings, kube: Callable[[], Any] | None,
+                   no_cluster: KubeConfigError | None,
                    metrics: Metrics) -> tuple[Backend, LeaseSweeper | None]:
-    """Leases when asked for and a cluster answers (never in dry-run), else local memory."""
+    """Leases when asked for and a cluster answers (never in dry-run), else local memory.
+    `no_cluster`: why the cluster cannot be used, from `_ping` (None: it answered)."""
     dd = settings.deduplication
     local = LocalBackend(dd.max_entries)
-    why = ""
-    if dd.time_window_seconds <= 0:
-        why = "off (time_window_seconds is 0)"
-    elif not dd.leader_election:
-        why = "per process (leader_election is false)"
-    elif settings.dry_run:
-        why = "per process (dry-run writes nothing to the cluster)"
+    why = _dedup_local(settings)
     if why:
         log.emit(logger, logging.INFO, "init", category="deduplication", result=why)
         return local, None
-    try:
-        kube = clients.kube()
-        kube.ping(dd.timeout_seconds)
-    except KubeConfigError as exc:
+    if kube is None or no_cluster is not None:
         log.emit(logger, logging.INFO, "init", category="deduplication",
-                 result=f"per process (no cluster: {exc})")
+                 result=f"per process (no cluster: {no_cluster})")
         return local, None
     namespace = dd.lease_namespace or kube_client.own_namespace()
-    api = kube.coordination
+    api = kube().coordination
     backend = LeaseBackend(api, namespace=namespace, prefix=dd.lease_name,
                            identity=kube_client.identity(), timeout=dd.timeout_seconds,
                            metrics=metrics, max_entries=dd.max_entries)
