@@ -122,8 +122,41 @@ def _rule_loader(settings: Settings, registry: Registry,
     return lambda: rules.load(paths, registry, notifiers=configured)
 
 
-def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) -> App:
-    """Assemble every part (nothing started); raises RulesError or ConfigError."""
+@dataclass
+class _Wiring:
+    """What the server and `journal retry` share: the rules, the clients, one reporter
+    (log, metrics, notifications, ledger, spans) and the notification dispatcher."""
+
+    settings: Settings
+    registry: Registry
+    load: Callable[[], RuleSet]
+    store: RuleStore
+    metrics: Metrics
+    clients: Clients
+    kube: Callable[[], Any] | None
+    no_cluster: KubeConfigError | None
+    reporter: report.Reporter
+    dispatcher: notify.Dispatcher
+    ledger: Ledger | None
+    telemetry: otel.Telemetry | None
+
+    def engine(self, dedup: DuplicateFilter | None,
+               dead_letter: DeadLetter | None) -> Engine:
+        """The engine, its disruptive actions gated by the safety governor."""
+        s = self.settings
+        return Engine(registry=self.registry, rules=self.store, metrics=self.metrics,
+                      notify=self.dispatcher.submit, default_notifiers=s.default_notifiers,
+                      dedup=dedup, dead_letter=dead_letter, clients=self.clients,
+                      dry_run=s.dry_run, notify_dry_run=s.notify_dry_run,
+                      action_timeout=s.action_timeout_seconds,
+                      print_all_events=s.print_all_events, reporter=self.reporter,
+                      gate=_governor(s, self.kube, self.dispatcher))
+
+
+def _wire(settings: Settings, registry: Registry, rules_paths: Sequence[str], *,
+          notifier_workers: int, connect: bool, with_ledger: bool) -> _Wiring:
+    """Rules, clients, reporter and dispatcher (nothing started). `connect`: ping the
+    cluster (KubeConfigError when the rules need it and it does not answer)."""
     load = _rule_loader(settings, registry, rules_paths)
     ruleset = load()
     log.problems(logger, ruleset.warnings)
@@ -136,30 +169,32 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     reporter = report.Reporter.standard(metrics, print_all_events=settings.print_all_events)
     dispatcher = notify.Dispatcher(
         notify.build(names, settings.notifiers, registry, delivery, clients=clients),
-        metrics=metrics, workers=settings.notifier_workers,
+        metrics=metrics, workers=notifier_workers,
         queue_size=settings.notifier_queue_size, reporter=reporter)
     reporter.add(report.NotifySink(dispatcher.submit, settings.default_notifiers,
                                    settings.notify_dry_run))
-    store = RuleStore(ruleset)
     kube, no_cluster = _kube(clients)
-    no_cluster = _ping(settings, kube, no_cluster,
-                       needed=not settings.dry_run and _needs_kubernetes(ruleset, registry, names))
-    dd = settings.deduplication
-    action_ledger = _ledger(settings, registry)
+    if connect:
+        no_cluster = _ping(settings, kube, no_cluster, needed=not settings.dry_run
+                           and _needs_kubernetes(ruleset, registry, names))
+    action_ledger = _ledger(settings, registry) if with_ledger else None
     if action_ledger is not None:
         reporter.add(ledger.LedgerSink(action_ledger))
-    backend, sweeper = _dedup_backend(settings, kube, no_cluster, metrics)
     telemetry = _telemetry(settings, metrics, reporter)
+    return _Wiring(settings, registry, load, RuleStore(ruleset), metrics, clients, kube,
+                   no_cluster, reporter, dispatcher, action_ledger, telemetry)
+
+
+def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) -> App:
+    """Assemble every part (nothing started); raises RulesError or ConfigError."""
+    w = _wire(settings, registry, rules_paths, notifier_workers=settings.notifier_workers,
+              connect=True, with_ledger=True)
+    metrics, store, dispatcher, load = w.metrics, w.store, w.dispatcher, w.load
+    dd = settings.deduplication
+    backend, sweeper = _dedup_backend(settings, w.kube, w.no_cluster, metrics)
     queue, duplicates, dead_letter = _queue(settings, metrics, sweeper is None,
                                             Deduplicator(dd.time_window_seconds, dd.key, backend))
-    engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
-                    default_notifiers=settings.default_notifiers,
-                    dedup=duplicates, dead_letter=dead_letter,
-                    clients=clients, dry_run=settings.dry_run,
-                    notify_dry_run=settings.notify_dry_run,
-                    action_timeout=settings.action_timeout_seconds,
-                    print_all_events=settings.print_all_events, reporter=reporter,
-                    gate=_governor(settings, kube, dispatcher))
+    engine = w.engine(duplicates, dead_letter)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
     handle = queue.handler(engine.handle) if isinstance(queue, durable.JournalQueue) \
@@ -184,8 +219,8 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper, reconciler=_reconciler(settings, kube, metrics, dispatcher),
-               ledger=action_ledger, telemetry=telemetry,
+               sweeper=sweeper, reconciler=_reconciler(settings, w.kube, metrics, dispatcher),
+               ledger=w.ledger, telemetry=w.telemetry,
                journal=queue.store if isinstance(queue, durable.JournalQueue) else None)
 
 
@@ -331,25 +366,32 @@ def _queue(settings: Settings, metrics: Metrics, per_process: bool, dedup: Dedup
     return queue, duplicates, queue.dead_letter
 
 
+@dataclass
+class ActionEngine:
+    """The engine `journal retry` runs recorded actions through, and what it reports to."""
+
+    engine: Engine
+    dispatcher: notify.Dispatcher
+    telemetry: otel.Telemetry | None = None
+
+    def start(self) -> None:
+        self.dispatcher.start()
+
+    def stop(self, timeout: float) -> None:
+        """Deliver the notifications (bounded by `timeout`), then export the spans."""
+        self.dispatcher.drain(timeout)
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
+
+
 def action_engine(settings: Settings, registry: Registry, rules_paths: Sequence[str],
-                  dead_letter: DeadLetter | None = None) -> tuple[Engine, notify.Dispatcher]:
-    """An engine built as `build` builds the server's (rules, clients, notifiers, timeouts),
-    without dedup, queue or listener: `journal retry` runs recorded actions through it."""
-    ruleset = _rule_loader(settings, registry, rules_paths)()
-    names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
-    delivery = Delivery(timeout=settings.notifier_timeout_seconds,
-                        retries=settings.notifier_retries)
-    clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
-    metrics = Metrics()
-    dispatcher = notify.Dispatcher(
-        notify.build(names, settings.notifiers, registry, delivery, clients=clients),
-        metrics=metrics, workers=1, queue_size=settings.notifier_queue_size)
-    engine = Engine(registry=registry, rules=RuleStore(ruleset), metrics=metrics,
-                    notify=dispatcher.submit, default_notifiers=settings.default_notifiers,
-                    clients=clients, dry_run=settings.dry_run,
-                    notify_dry_run=settings.notify_dry_run,
-                    action_timeout=settings.action_timeout_seconds, dead_letter=dead_letter)
-    return engine, dispatcher
+                  dead_letter: DeadLetter | None = None) -> ActionEngine:
+    """An engine wired as `build` wires the server's (rules, clients, notifiers, reporter,
+    spans, safety governor), without dedup, queue or listener, and one notifier worker.
+    The ledger is left to the server: a second writer would fork its hash chain."""
+    w = _wire(settings, registry, rules_paths, notifier_workers=1, connect=False,
+              with_ledger=False)
+    return ActionEngine(w.engine(None, dead_letter), w.dispatcher, w.telemetry)
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
