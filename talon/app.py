@@ -44,7 +44,7 @@ from talon.errors import ConfigError, RulesError
 from talon.leases import LeaseBackend, LeaseSweeper
 from talon.ledger import Ledger
 from talon.metrics import Metrics
-from talon.models import Delivery, Event, Notification
+from talon.models import Delivery, Notification
 from talon.pool import MemoryQueue, WorkerPool
 from talon.registry import Registry
 from talon.reloader import Reloader, RuleStore
@@ -77,9 +77,6 @@ class App:
     journal: journal.Store | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     hup: threading.Event = field(default_factory=threading.Event)
-
-    def accept(self, event: Event, size: int = 0) -> bool:
-        return self.queue.put(event, size)
 
     def start(self) -> None:
         if self.journal is not None:
@@ -125,8 +122,41 @@ def _rule_loader(settings: Settings, registry: Registry,
     return lambda: rules.load(paths, registry, notifiers=configured)
 
 
-def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) -> App:
-    """Assemble every part (nothing started); raises RulesError or ConfigError."""
+@dataclass
+class _Wiring:
+    """What the server and `journal retry` share: the rules, the clients, one reporter
+    (log, metrics, notifications, ledger, spans) and the notification dispatcher."""
+
+    settings: Settings
+    registry: Registry
+    load: Callable[[], RuleSet]
+    store: RuleStore
+    metrics: Metrics
+    clients: Clients
+    kube: Callable[[], Any] | None
+    no_cluster: KubeConfigError | None
+    reporter: report.Reporter
+    dispatcher: notify.Dispatcher
+    ledger: Ledger | None
+    telemetry: otel.Telemetry | None
+
+    def engine(self, dedup: DuplicateFilter | None,
+               dead_letter: DeadLetter | None) -> Engine:
+        """The engine, its disruptive actions gated by the safety governor."""
+        s = self.settings
+        return Engine(registry=self.registry, rules=self.store, metrics=self.metrics,
+                      notify=self.dispatcher.submit, default_notifiers=s.default_notifiers,
+                      dedup=dedup, dead_letter=dead_letter, clients=self.clients,
+                      dry_run=s.dry_run, notify_dry_run=s.notify_dry_run,
+                      action_timeout=s.action_timeout_seconds,
+                      print_all_events=s.print_all_events, reporter=self.reporter,
+                      gate=_governor(s, self.kube, self.dispatcher))
+
+
+def _wire(settings: Settings, registry: Registry, rules_paths: Sequence[str], *,
+          notifier_workers: int, connect: bool, with_ledger: bool) -> _Wiring:
+    """Rules, clients, reporter and dispatcher (nothing started). `connect`: ping the
+    cluster (KubeConfigError when the rules need it and it does not answer)."""
     load = _rule_loader(settings, registry, rules_paths)
     ruleset = load()
     log.problems(logger, ruleset.warnings)
@@ -139,31 +169,32 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     reporter = report.Reporter.standard(metrics, print_all_events=settings.print_all_events)
     dispatcher = notify.Dispatcher(
         notify.build(names, settings.notifiers, registry, delivery, clients=clients),
-        metrics=metrics, workers=settings.notifier_workers,
+        metrics=metrics, workers=notifier_workers,
         queue_size=settings.notifier_queue_size, reporter=reporter)
     reporter.add(report.NotifySink(dispatcher.submit, settings.default_notifiers,
                                    settings.notify_dry_run))
-    store = RuleStore(ruleset)
-    if not settings.dry_run and _needs_kubernetes(ruleset, registry, names):
-        version = clients.kube().ping()
-        log.emit(logger, logging.INFO, "init", category="kubernetes",
-                 result=f"connected to {version} ({clients.kube().source})")
-    dd = settings.deduplication
-    action_ledger = _ledger(settings, registry)
+    kube, no_cluster = _kube(clients)
+    if connect:
+        no_cluster = _ping(settings, kube, no_cluster, needed=not settings.dry_run
+                           and _needs_kubernetes(ruleset, registry, names))
+    action_ledger = _ledger(settings, registry) if with_ledger else None
     if action_ledger is not None:
         reporter.add(ledger.LedgerSink(action_ledger))
-    backend, sweeper = _dedup_backend(settings, clients, metrics)
     telemetry = _telemetry(settings, metrics, reporter)
+    return _Wiring(settings, registry, load, RuleStore(ruleset), metrics, clients, kube,
+                   no_cluster, reporter, dispatcher, action_ledger, telemetry)
+
+
+def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) -> App:
+    """Assemble every part (nothing started); raises RulesError or ConfigError."""
+    w = _wire(settings, registry, rules_paths, notifier_workers=settings.notifier_workers,
+              connect=True, with_ledger=True)
+    metrics, store, dispatcher, load = w.metrics, w.store, w.dispatcher, w.load
+    dd = settings.deduplication
+    backend, sweeper = _dedup_backend(settings, w.kube, w.no_cluster, metrics)
     queue, duplicates, dead_letter = _queue(settings, metrics, sweeper is None,
                                             Deduplicator(dd.time_window_seconds, dd.key, backend))
-    engine = Engine(registry=registry, rules=store, metrics=metrics, notify=dispatcher.submit,
-                    default_notifiers=settings.default_notifiers,
-                    dedup=duplicates, dead_letter=dead_letter,
-                    clients=clients, dry_run=settings.dry_run,
-                    notify_dry_run=settings.notify_dry_run,
-                    action_timeout=settings.action_timeout_seconds,
-                    print_all_events=settings.print_all_events, reporter=reporter,
-                    gate=_governor(settings, clients, dispatcher))
+    engine = w.engine(duplicates, dead_letter)
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
     handle = queue.handler(engine.handle) if isinstance(queue, durable.JournalQueue) \
@@ -188,23 +219,45 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
         tls=server_tls, auth=guard)
     return App(settings=settings, metrics=metrics, store=store, engine=engine, pool=pool,
                queue=queue, server=server, dispatcher=dispatcher, reloader=reloader,
-               sweeper=sweeper, reconciler=_reconciler(settings, clients, metrics, dispatcher),
-               ledger=action_ledger, telemetry=telemetry,
+               sweeper=sweeper, reconciler=_reconciler(settings, w.kube, metrics, dispatcher),
+               ledger=w.ledger, telemetry=w.telemetry,
                journal=queue.store if isinstance(queue, durable.JournalQueue) else None)
 
 
-def _kube_or_none(clients: Clients) -> Callable[[], Any] | None:
-    """The shared client's getter when a cluster is configured, else None."""
+def _kube(clients: Clients) -> tuple[Callable[[], Any] | None, KubeConfigError | None]:
+    """The shared client's getter when a cluster is configured, else None and why not.
+    Called once: `Clients` does not remember a failed kubeconfig load."""
     try:
         clients.kube()
-    except KubeConfigError:
-        return None
-    return clients.kube
+    except KubeConfigError as exc:
+        return None, exc
+    return clients.kube, None
 
 
-def _governor(settings: Settings, clients: Clients,
+def _ping(settings: Settings, kube: Callable[[], Any] | None,
+          no_cluster: KubeConfigError | None, *, needed: bool) -> KubeConfigError | None:
+    """Ask the API server its version once, when the rules need Kubernetes (`needed`: an
+    unreachable cluster raises KubeConfigError) or Lease dedup may use it. Returns why the
+    cluster cannot be used (`no_cluster`, or the failed ping), None when it answered."""
+    if not needed and _dedup_local(settings):
+        return no_cluster
+    try:
+        if kube is None:
+            raise no_cluster or KubeConfigError("no Kubernetes configuration")
+        client = kube()
+        version = client.ping(None if needed else settings.deduplication.timeout_seconds)
+    except KubeConfigError as exc:
+        if needed:
+            raise
+        return exc
+    if needed:
+        log.emit(logger, logging.INFO, "init", category="kubernetes",
+                 result=f"connected to {version} ({client.source})")
+    return None
+
+
+def _governor(settings: Settings, kube: Callable[[], Any] | None,
               dispatcher: notify.Dispatcher) -> governor.Governor:
-    kube = _kube_or_none(clients)
     gov = settings.governor
     counter: governor.Counter | None = None
     if kube is not None and gov.budgets and gov.cluster_wide and not settings.dry_run:
@@ -224,13 +277,10 @@ def _governor(settings: Settings, clients: Clients,
         reset_file=governor.reset_path(settings))
 
 
-def _reconciler(settings: Settings, clients: Clients, metrics: Metrics,
+def _reconciler(settings: Settings, kube: Callable[[], Any] | None, metrics: Metrics,
                 dispatcher: notify.Dispatcher) -> containment.Reconciler | None:
     """The expiry loop, when enabled and a cluster is configured (never in dry-run)."""
-    if not settings.containment.enabled or settings.dry_run:
-        return None
-    kube = _kube_or_none(clients)
-    if kube is None:
+    if not settings.containment.enabled or settings.dry_run or kube is None:
         return None
 
     def report(item: containment.Contained, status: str, text: str) -> None:
@@ -316,25 +366,32 @@ def _queue(settings: Settings, metrics: Metrics, per_process: bool, dedup: Dedup
     return queue, duplicates, queue.dead_letter
 
 
+@dataclass
+class ActionEngine:
+    """The engine `journal retry` runs recorded actions through, and what it reports to."""
+
+    engine: Engine
+    dispatcher: notify.Dispatcher
+    telemetry: otel.Telemetry | None = None
+
+    def start(self) -> None:
+        self.dispatcher.start()
+
+    def stop(self, timeout: float) -> None:
+        """Deliver the notifications (bounded by `timeout`), then export the spans."""
+        self.dispatcher.drain(timeout)
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
+
+
 def action_engine(settings: Settings, registry: Registry, rules_paths: Sequence[str],
-                  dead_letter: DeadLetter | None = None) -> tuple[Engine, notify.Dispatcher]:
-    """An engine built as `build` builds the server's (rules, clients, notifiers, timeouts),
-    without dedup, queue or listener: `journal retry` runs recorded actions through it."""
-    ruleset = _rule_loader(settings, registry, rules_paths)()
-    names = list(settings.default_notifiers) + [n for r in ruleset.rules for n in r.notifiers]
-    delivery = Delivery(timeout=settings.notifier_timeout_seconds,
-                        retries=settings.notifier_retries)
-    clients = Clients(settings, timeout=min(30.0, settings.action_timeout_seconds))
-    metrics = Metrics()
-    dispatcher = notify.Dispatcher(
-        notify.build(names, settings.notifiers, registry, delivery, clients=clients),
-        metrics=metrics, workers=1, queue_size=settings.notifier_queue_size)
-    engine = Engine(registry=registry, rules=RuleStore(ruleset), metrics=metrics,
-                    notify=dispatcher.submit, default_notifiers=settings.default_notifiers,
-                    clients=clients, dry_run=settings.dry_run,
-                    notify_dry_run=settings.notify_dry_run,
-                    action_timeout=settings.action_timeout_seconds, dead_letter=dead_letter)
-    return engine, dispatcher
+                  dead_letter: DeadLetter | None = None) -> ActionEngine:
+    """An engine wired as `build` wires the server's (rules, clients, notifiers, reporter,
+    spans, safety governor), without dedup, queue or listener, and one notifier worker.
+    The ledger is left to the server: a second writer would fork its hash chain."""
+    w = _wire(settings, registry, rules_paths, notifier_workers=1, connect=False,
+              with_ledger=False)
+    return ActionEngine(w.engine(None, dead_letter), w.dispatcher, w.telemetry)
 
 
 def _ingest_security(settings: Settings) -> tuple[tls.ServerTLS | None,
@@ -361,30 +418,36 @@ def _warn_if_open(settings: Settings) -> None:
              address=f"{settings.listen_address}:{settings.listen_port}")
 
 
-def _dedup_backend(settings: Settings, clients: Clients,
+def _dedup_local(settings: Settings) -> str:
+    """Why deduplication stays in this process whatever the cluster ("" when Leases may
+    carry it)."""
+    dd = settings.deduplication
+    if dd.time_window_seconds <= 0:
+        return "off (time_window_seconds is 0)"
+    if not dd.leader_election:
+        return "per process (leader_election is false)"
+    if settings.dry_run:
+        return "per process (dry-run writes nothing to the cluster)"
+    return ""
+
+
+def _dedup_backend(settings: Settings, kube: Callable[[], Any] | None,
+                   no_cluster: KubeConfigError | None,
                    metrics: Metrics) -> tuple[Backend, LeaseSweeper | None]:
-    """Leases when asked for and a cluster answers (never in dry-run), else local memory."""
+    """Leases when asked for and a cluster answers (never in dry-run), else local memory.
+    `no_cluster`: why the cluster cannot be used, from `_ping` (None: it answered)."""
     dd = settings.deduplication
     local = LocalBackend(dd.max_entries)
-    why = ""
-    if dd.time_window_seconds <= 0:
-        why = "off (time_window_seconds is 0)"
-    elif not dd.leader_election:
-        why = "per process (leader_election is false)"
-    elif settings.dry_run:
-        why = "per process (dry-run writes nothing to the cluster)"
+    why = _dedup_local(settings)
     if why:
         log.emit(logger, logging.INFO, "init", category="deduplication", result=why)
         return local, None
-    try:
-        kube = clients.kube()
-        kube.ping(dd.timeout_seconds)
-    except KubeConfigError as exc:
+    if kube is None or no_cluster is not None:
         log.emit(logger, logging.INFO, "init", category="deduplication",
-                 result=f"per process (no cluster: {exc})")
+                 result=f"per process (no cluster: {no_cluster})")
         return local, None
     namespace = dd.lease_namespace or kube_client.own_namespace()
-    api = kube.coordination
+    api = kube().coordination
     backend = LeaseBackend(api, namespace=namespace, prefix=dd.lease_name,
                            identity=kube_client.identity(), timeout=dd.timeout_seconds,
                            metrics=metrics, max_entries=dd.max_entries)

@@ -57,7 +57,11 @@ def default_rules() -> list[str]:
 
 
 SAFETY_VERBS = ("containment", "governor")
-"""Verbs that read the server's configuration file (its default path too), like `server`."""
+"""The containment and governor verbs (talon.safety_cli)."""
+SERVER_CONFIG_VERBS = ("server", "journal", *SAFETY_VERBS)
+"""Verbs that act on what the server runs with, so they read its configuration file, its
+default path too (DEFAULT_CONFIG when present and no -c is given): `journal` finds the
+journal there, and `journal retry` the kubeconfig and notifiers."""
 
 
 def _common(sub: bool, level: int = 1) -> argparse.ArgumentParser:
@@ -384,7 +388,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_version(args)
     if args.command == "ledger":
         return cmd_verify(args)
-    settings = _settings(args, server=args.command in ("server", *SAFETY_VERBS))
+    settings = _settings(args, server=args.command in SERVER_CONFIG_VERBS)
     if args.command in SAFETY_VERBS:
         return safety_cli.dispatch(args, settings)
     registry = catalog.registry(settings.plugins)

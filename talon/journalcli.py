@@ -130,15 +130,15 @@ def _retry(view: journalview.View, args: argparse.Namespace, settings: config.Se
     from talon import app  # the server's wiring pulls in prometheus-client: only retry needs it
 
     last: list[Failure] = []
-    engine, dispatcher = app.action_engine(settings, registry, rules_paths, last.append)
-    dispatcher.start()
+    wired = app.action_engine(settings, registry, rules_paths, last.append)
+    wired.start()
     status = 0
     try:
         for failure in failures:
             last.clear()
-            status |= _retry_one(view, failure, engine, last)
+            status |= _retry_one(view, failure, wired.engine, last)
     finally:
-        dispatcher.drain(min(10.0, settings.notifier_timeout_seconds + 1))
+        wired.stop(min(10.0, settings.notifier_timeout_seconds + 1))
     return status
 
 

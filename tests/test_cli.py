@@ -27,6 +27,9 @@ Behaviours covered:
   google.cloud;
 - rules files come from `-r`, else from the environment (RULES_FILES), else from the
   configuration's `rules_files`;
+- without -c, `server`, `journal`, `containment` and `governor` read the default
+  configuration file (cli.DEFAULT_CONFIG) when it exists: `journal list` finds the journal
+  it names;
 - a reader that closes stdout early does not turn into a traceback or a failure code.
 """
 
@@ -754,3 +757,21 @@ def test_rules_files_from_config_are_checked(run: Run, tmp_path: Path) -> None:
     code, out, _ = run("check", "-c", cfg, "-r", "rules.d")
     assert code == 0
     assert out.startswith("rules file valid")
+
+
+def test_journal_verbs_read_the_default_config(run: Run, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    from talon import journal
+
+    path = tmp_path / "journal.db"
+    journal.Store(str(path)).close()
+    cfg = write(tmp_path / "config.yaml", f'journal: {{path: "{path}"}}\n')
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG", cfg)
+    code, out, err = run("journal", "list")
+    assert code == 0, err
+    assert out.split() == ["ID", "STATE", "ACCEPTED", "DONE", "RULE"]
+    assert set(cli.SERVER_CONFIG_VERBS) == {"server", "journal", "containment", "governor"}
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG", str(tmp_path / "absent.yaml"))
+    code, _, err = run("journal", "list")
+    assert code == 1
+    assert "no journal" in err

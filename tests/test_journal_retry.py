@@ -8,6 +8,8 @@ Behaviours covered:
   --failed` and `journal show` name it (rule, action, parameters, error, attempts); once
   the API recovers, `journal retry ID` runs it again (the pod gets its label) and marks it
   resolved; `journal drop` gives up another; `journal export` feeds `rules test`;
+- `journal retry`'s engine is wired as the server's: the safety governor holds a
+  disruptive action on a protected namespace (`protected`);
 - which exceptions are transient (talon.retry), with the real SDK exception classes;
 - the engine's loop in process: success after two failures, a dead letter (attempts,
   error) after the last retry, and no attempt or wait past the action timeout.
@@ -252,3 +254,29 @@ def test_engine_never_waits_past_the_action_timeout(tmp_path: Path) -> None:
     assert engine.handle(_event()) == [("R", "a", "failure")]
     assert time.monotonic() - started < 1.5  # stopped at the 1 s timeout, not after 50 tries
     assert 1 <= len(calls) < 50 and dead[0].attempts == len(calls)
+
+
+def test_retry_engine_keeps_the_governor(kube_api: FakeKubeAPI, kube_config: Path,
+                                         tmp_path: Path) -> None:
+    """`journal retry` runs through the server's wiring: a disruptive action on a pod of
+    a protected namespace is held (`protected`) and the pod survives."""
+    from talon import app, catalog
+    from talon import config as talon_config
+    from tests.actionners.conftest import event as falco_event
+
+    kube_api.add(pod("dns-1", namespace="kube-system"))
+    (tmp_path / "config.yaml").write_text(f"kubeconfig: {kube_config}\n")
+    (tmp_path / "rules.yaml").write_text(
+        "- rule: Kill\n  match: {rules: [Terminal shell in container]}\n"
+        "  actions:\n    - {action: kill, actionner: kubernetes:terminate}\n")
+    settings = talon_config.load(str(tmp_path / "config.yaml"), env={})
+    wired = app.action_engine(settings, catalog.registry(), [str(tmp_path / "rules.yaml")])
+    wired.start()
+    try:
+        rule = wired.engine.rules.current.rules[0]
+        ev = falco_event("dns-1", "kube-system", rule="Terminal shell in container")
+        outcome = wired.engine.run_action(ev, rule, rule.actions[0])
+    finally:
+        wired.stop(1.0)
+    assert outcome.status == "protected"
+    assert kube_api.get("pods", "kube-system", "dns-1")
