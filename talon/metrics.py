@@ -86,6 +86,8 @@ class CappedLabel:
             value = value[:self._length]
         if value in self._known:
             return value
+        if len(self._known) >= self._limit:  # full: no lock for each new value after that
+            return OTHER
         with self._lock:
             if len(self._known) >= self._limit:
                 return OTHER
@@ -179,15 +181,13 @@ class Metrics:
 
     def event(self, rule: str, priority: str, source: str) -> None:
         """Count one received event (`event_total`), its labels capped."""
-        key = (self.events, rule, priority, source)
-        found = self._capped.get(key)
-        if found is None:
-            found = self._capped_child(key)
-        found.inc()
+        self._inc_capped((self.events, rule, priority, source))
 
     def match(self, rule: str, event: str, priority: str, source: str) -> None:
         """Count one rule matching an event (`match_total`), the event's labels capped."""
-        key = (self.matches, rule, event, priority, source)
+        self._inc_capped((self.matches, rule, event, priority, source))
+
+    def _inc_capped(self, key: tuple[Any, ...]) -> None:
         found = self._capped.get(key)
         if found is None:
             found = self._capped_child(key)
