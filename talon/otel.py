@@ -88,27 +88,32 @@ def _endpoint(settings: OtelSettings, path: str) -> str:
     return f"{scheme}://{host}:{settings.port}{path}"
 
 
-def _exporters(settings: OtelSettings) -> tuple[Any, Any]:
-    """(span exporter, metric exporter) for the configured protocol."""
+def _span_exporter(settings: OtelSettings) -> Any:
+    """The OTLP span exporter of the configured protocol."""
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpans,
+        )
+        return GrpcSpans(endpoint=_endpoint(settings, ""), timeout=settings.timeout,
+                         insecure=settings.collector_use_insecure_grpc)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpans,
+    )
+    return HttpSpans(endpoint=_endpoint(settings, "/v1/traces"), timeout=settings.timeout)
+
+
+def _metric_exporter(settings: OtelSettings) -> Any:
+    """The OTLP metric exporter of the configured protocol."""
     if settings.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetrics,
         )
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpans,
-        )
-        insecure = settings.collector_use_insecure_grpc
-        target = _endpoint(settings, "")
-        return (GrpcSpans(endpoint=target, insecure=insecure, timeout=settings.timeout),
-                GrpcMetrics(endpoint=target, insecure=insecure, timeout=settings.timeout))
+        return GrpcMetrics(endpoint=_endpoint(settings, ""), timeout=settings.timeout,
+                           insecure=settings.collector_use_insecure_grpc)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetrics,
     )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpans,
-    )
-    return (HttpSpans(endpoint=_endpoint(settings, "/v1/traces"), timeout=settings.timeout),
-            HttpMetrics(endpoint=_endpoint(settings, "/v1/metrics"), timeout=settings.timeout))
+    return HttpMetrics(endpoint=_endpoint(settings, "/v1/metrics"), timeout=settings.timeout)
 
 
 class Telemetry:
@@ -124,15 +129,14 @@ class Telemetry:
         self.resource = Resource.create({"service.name": SERVICE,
                                          "service.version": __version__,
                                          "service.instance.id": socket.gethostname()})
-        span_exporter, metric_exporter = _exporters(settings)
         self.spans: SpanSink | None = None
         self._meters: Any = None
-        if settings.traces_enabled:
-            self.spans = SpanSink(span_exporter, self.resource, metrics,
+        if settings.traces_enabled:  # each exporter (a gRPC channel) only when it is used
+            self.spans = SpanSink(_span_exporter(settings), self.resource, metrics,
                                   max_queue_size=max_queue_size, schedule_delay=schedule_delay,
                                   timeout=settings.timeout)
         if settings.metrics_enabled:
-            self._meters = _meter_provider(metric_exporter, self.resource, metrics,
+            self._meters = _meter_provider(_metric_exporter(settings), self.resource, metrics,
                                            interval=metrics_interval, timeout=settings.timeout)
 
     def shutdown(self) -> None:
