@@ -51,6 +51,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
     ),
     1: (
         "talon.plugin", "talon.clients", "talon.clients.aws", "talon.clients.kube",
+        "talon.clients.kubehttp",
         "talon.clients.ratelimit",
         "talon.clients.minio", "talon.rules.loader",
         "talon.rules.model", "talon.rules.matching", "talon.config", "talon.configschema",

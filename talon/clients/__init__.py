@@ -31,9 +31,9 @@ class Clients:
             return self._built[name]
 
     def close(self) -> None:
-        """Close the connections of the AWS and MinIO clients built so far."""
+        """Close the connections of the Kubernetes, AWS and MinIO clients built so far."""
         with self._lock:
-            built = [self._built.pop(n) for n in ("aws", "minio") if n in self._built]
+            built = [self._built.pop(n) for n in ("kube", "aws", "minio") if n in self._built]
         for client in built:
             client.close()
 

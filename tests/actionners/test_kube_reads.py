@@ -209,7 +209,7 @@ def test_connection_pool_is_sized_to_the_callers(kube_api: FakeKubeAPI,
         "kubeconfig": str(kube_config), "workers": 24, "notifier_workers": 3})
     k = Clients(settings, timeout=5).kube()
     assert k.api_client.configuration.connection_pool_maxsize == 29
-    assert k.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 29
+    assert k.api_client.rest_client.maxsize == 29  # idle connections kept
 
 
 # --- client rate limit ------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import ssl
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -145,8 +146,10 @@ class FakeKubeAPI:
     """The fake server plus its seeding, scripting and inspection helpers."""
 
     def __init__(self, *, token: str | None = DEFAULT_TOKEN,
-                 require_namespaces: bool = False) -> None:
+                 require_namespaces: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.token = token
+        self.tls = tls
+        """A server-side TLS context: serve https (handshake on accept) instead of http."""
         """Bearer token the requests must carry (None: no authentication)."""
         self.store = ks.Store(require_namespaces=require_namespaces)
         self.run_ephemeral_containers = True
@@ -173,6 +176,8 @@ class FakeKubeAPI:
 
     def start(self) -> FakeKubeAPI:
         self._server = kube_http.Server(self.serve)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
                                         name="fake-kube-api", daemon=True)
         self._thread.start()
@@ -203,14 +208,22 @@ class FakeKubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def kubeconfig(self, path: str | Path, *, namespace: str = "default") -> Path:
-        """Write a kubeconfig (plain http, bearer token) pointing at this server."""
-        user: JSON = {"token": self.token} if self.token else {}
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (closed ones leave once the server sees EOF)."""
+        assert self._server is not None, "start() the fake first"
+        return self._server.open_count()
+
+    def kubeconfig(self, path: str | Path, *, namespace: str = "default",
+                   cluster: JSON | None = None, user: JSON | None = None) -> Path:
+        """Write a kubeconfig (bearer token) pointing at this server; `cluster` and `user`
+        add to those entries (certificate-authority-data, client-certificate-data...)."""
+        user = {**({"token": self.token} if self.token else {}), **(user or {})}
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": {"server": self.url, **(cluster or {})}}],
             "users": [{"name": "fake", "user": user}],
             "contexts": [{"name": "fake", "context": {
                 "cluster": "fake", "user": "fake", "namespace": namespace}}],

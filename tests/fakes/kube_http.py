@@ -103,6 +103,10 @@ class Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def open_count(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
     def close_connections(self) -> None:
         with self._open_lock:
             sockets = list(self._open)
