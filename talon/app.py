@@ -447,7 +447,7 @@ def _dedup_backend(settings: Settings, kube: Callable[[], Any] | None,
                  result=f"per process (no cluster: {no_cluster})")
         return local, None
     namespace = dd.lease_namespace or kube_client.own_namespace()
-    api = kube().coordination
+    api = kube()
     backend = LeaseBackend(api, namespace=namespace, prefix=dd.lease_name,
                            identity=kube_client.identity(), timeout=dd.timeout_seconds,
                            metrics=metrics, max_entries=dd.max_entries)

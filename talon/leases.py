@@ -31,7 +31,7 @@ from typing import Any
 
 from talon import log
 from talon.clients import ratelimit
-from talon.clients.kube import api_error
+from talon.clients.kube import Kube, api_error, lease_path
 from talon.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -91,11 +91,11 @@ def _reason(exc: BaseException) -> str:
 class LeaseBackend:
     """The dedup backend shared by all workers: Lease claims with a local memory."""
 
-    def __init__(self, api: Any, *, namespace: str, prefix: str, identity: str,
+    def __init__(self, kube: Kube, *, namespace: str, prefix: str, identity: str,
                  timeout: float, metrics: Metrics, max_entries: int = 100_000,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
-        self.api, self.namespace, self.prefix = api, namespace, prefix
+        self.kube, self.namespace, self.prefix = kube, namespace, prefix
         self.identity, self.timeout, self.metrics = identity, timeout, metrics
         self._max, self._clock, self._wall = max_entries, clock, wall
         self._known: OrderedDict[str, float] = OrderedDict()
@@ -161,23 +161,22 @@ class LeaseBackend:
         name, now = self.name_of(key), self._wall()
         body = self._body(name, window, now)
         try:
-            self.api.create_namespaced_lease(self.namespace, body, _preload_content=False,
-                                             _request_timeout=self._left(deadline))
+            self.kube.call("POST", lease_path(self.namespace), body=body,
+                           timeout=self._left(deadline)).release_conn()
             return Claim("first", expires_in=window)
         except Exception as exc:
             if getattr(exc, "status", None) != 409:
                 raise
-        response = self.api.read_namespaced_lease(name, self.namespace, _preload_content=False,
-                                                  _request_timeout=self._left(deadline))
+        response = self.kube.call("GET", lease_path(self.namespace, name),
+                                  timeout=self._left(deadline))
         current = json.loads(response.data)
         expires = expiry_of(current)
         if expires > now:
             return Claim("duplicate", expires_in=expires - now)
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         try:
-            self.api.replace_namespaced_lease(name, self.namespace, body,
-                                              _preload_content=False,
-                                              _request_timeout=self._left(deadline))
+            self.kube.call("PUT", lease_path(self.namespace, name), body=body,
+                           timeout=self._left(deadline)).release_conn()
         except Exception as exc:
             if getattr(exc, "status", None) == 409:
                 return Claim("duplicate", expires_in=window)
@@ -201,10 +200,10 @@ class LeaseSweeper:
     page of `batch` Leases at a time, the pages spread over the interval (a page every
     `interval / max_batches` s), so that neither the API server nor Talon gets a burst."""
 
-    def __init__(self, api: Any, namespace: str, *, interval: float = 10.0,
+    def __init__(self, kube: Kube, namespace: str, *, interval: float = 10.0,
                  batch: int = 100, max_batches: int = 10, timeout: float = 10.0,
                  wall: Callable[[], float] = time.time) -> None:
-        self.api, self.namespace, self.interval = api, namespace, interval
+        self.kube, self.namespace, self.interval = kube, namespace, interval
         self.batch, self.max_batches, self.timeout, self._wall = batch, max_batches, timeout, wall
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,9 +231,11 @@ class LeaseSweeper:
     def sweep_page(self, token: str | None = None) -> tuple[int, str | None]:
         """Delete the expired Leases of one page (`token` continues a pass); (how many, the
         token of the next page, None once the pass is over)."""
-        response = self.api.list_namespaced_lease(
-            self.namespace, label_selector=f"{LABEL}=true", limit=self.batch,
-            _continue=token, _preload_content=False, _request_timeout=self.timeout)
+        query = [("labelSelector", f"{LABEL}=true"), ("limit", self.batch)]
+        if token:
+            query.append(("continue", token))
+        response = self.kube.call("GET", lease_path(self.namespace), query=query,
+                                  timeout=self.timeout)
         page = json.loads(response.data)
         deleted = sum(self._delete_if_expired(lease) for lease in page.get("items", []))
         return deleted, (page.get("metadata") or {}).get("continue") or None
@@ -255,9 +256,8 @@ class LeaseSweeper:
         meta = lease["metadata"]
         body = {"preconditions": {"resourceVersion": meta["resourceVersion"]}}
         try:
-            self.api.delete_namespaced_lease(meta["name"], self.namespace, body=body,
-                                             _preload_content=False,
-                                             _request_timeout=self.timeout)
+            self.kube.call("DELETE", lease_path(self.namespace, meta["name"]), body=body,
+                           timeout=self.timeout).release_conn()
         except Exception as exc:
             if getattr(exc, "status", None) in (404, 409):
                 return False

@@ -46,7 +46,7 @@ KEY = "0123456789abcdef0123456789abcdef"
 @pytest.fixture
 def api(kube_config: Path) -> Iterator[Any]:
     kube = kube_client.connect(str(kube_config), timeout=5)
-    yield kube.coordination
+    yield kube
 
 
 def backend(api: Any, *, identity: str = "replica-a", timeout: float = 2.0,
@@ -160,7 +160,7 @@ def test_a_hanging_api_falls_back_within_the_timeout(kube_api: FakeKubeAPI, api:
 def test_an_unreachable_api_falls_back(tmp_path: Path) -> None:
     with FakeKubeAPI() as gone:
         path = gone.kubeconfig(tmp_path / "kubeconfig")
-    api = kube_client.connect(str(path), timeout=5).coordination
+    api = kube_client.connect(str(path), timeout=5)
     metrics = Metrics()
     assert backend(api, metrics=metrics).first_seen(KEY, 5) is True
     assert value(metrics, "talon_dedup_fallback_total", reason="unreachable") == 1
@@ -260,7 +260,7 @@ def test_rate_limit_wait_counts_against_the_claim_timeout(kube_api: FakeKubeAPI,
     from talon.clients import ratelimit
 
     limiter = ratelimit.TokenBucket(0.5, 1)  # one request, then the next in 2 s
-    api = kube_client.connect(str(kube_config), timeout=5, limiter=limiter).coordination
+    api = kube_client.connect(str(kube_config), timeout=5, limiter=limiter)
     metrics = Metrics()
     limiter.acquire()  # someone else took the only token
     assert backend(api, timeout=0.3, metrics=metrics).first_seen(KEY, 5) is True

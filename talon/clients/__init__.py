@@ -25,6 +25,9 @@ class Clients:
         self._built: dict[str, Any] = {}
 
     def _get(self, name: str, build: Any) -> Any:
+        found = self._built.get(name)  # built once, then read on every action: no lock
+        if found is not None:
+            return found
         with self._lock:
             if name not in self._built:
                 self._built[name] = build()

@@ -12,7 +12,8 @@ of the client's urllib3 one, which costs several times the CPU of the request), 
 through a proxy, which keeps the client's own transport.
 With a `limiter` (the `kubernetes.qps`/`burst` settings), every request made through the
 ApiClient, typed, custom or streamed, first takes a token from it (see
-talon.clients.ratelimit): the wrap sits on `ApiClient.call_api`, which all of them use.
+talon.clients.ratelimit): the wrap sits on `ApiClient.call_api`, which all of them use;
+`Kube.call` (the hot paths' direct requests, without the generated methods) takes one too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from talon.clients import kubehttp
 from talon.clients.ratelimit import TokenBucket
@@ -68,7 +70,34 @@ class Kube:
     timeout: tuple[float, float]
     """(connect, read) seconds: each bounds one step of one request (never retried)."""
     source: str
+    limiter: TokenBucket | None = None
+    """The client rate limit (`kubernetes.qps`), also applied to `call`."""
     _apis: dict[str, Any] = field(default_factory=dict)
+
+    def call(self, method: str, path: str, *, body: Any = None, query: Any = None,
+             content_type: str = "application/json", timeout: Any = None) -> Any:
+        """One request to `path` (the API path; the names in it already checked) without
+        the generated API methods, whose parameter handling costs about as much CPU as the
+        request itself. Authentication, default headers, the client rate limit, timeouts
+        and errors (ApiException with the Status body as text) are those of every other
+        call; the answer is returned undecoded (`.data`: bytes)."""
+        from kubernetes.client.exceptions import ApiException
+
+        api = self.api_client
+        headers = {**api.default_headers, "Accept": "application/json",
+                   "Content-Type": content_type}
+        api.update_params_for_auth(headers, [], ["BearerToken"])
+        if self.limiter is not None:
+            self.limiter.acquire()
+        try:
+            return api.rest_client.request(
+                method, api.configuration.host + path, query_params=query, headers=headers,
+                body=body, _preload_content=False,
+                _request_timeout=self.timeout if timeout is None else timeout)
+        except ApiException as exc:
+            if isinstance(exc.body, bytes):
+                exc.body = exc.body.decode("utf-8", "replace")
+            raise
 
     def _api(self, name: str) -> Any:
         if name not in self._apis:
@@ -144,7 +173,7 @@ def connect(kubeconfig: str = "", *, timeout: float = 10.0, pool_size: int = 4,
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return Kube(build(configuration), timeouts, "in-cluster service account")
+            return Kube(build(configuration), timeouts, "in-cluster service account", limiter)
         except config.ConfigException as exc:
             tried.append(f"in-cluster: {exc}")
     path = kubeconfig or os.environ.get("KUBECONFIG", "") or str(Path.home() / ".kube/config")
@@ -156,7 +185,7 @@ def connect(kubeconfig: str = "", *, timeout: float = 10.0, pool_size: int = 4,
         tried.append(f"kubeconfig {path}: {_short(exc)}")
         raise KubeConfigError("no usable Kubernetes configuration; tried " + "; ".join(tried)
                               ) from exc
-    return Kube(build(configuration), timeouts, f"kubeconfig {path}")
+    return Kube(build(configuration), timeouts, f"kubeconfig {path}", limiter)
 
 
 def _api_client(configuration: Any, *, pool_size: int, limiter: TokenBucket | None) -> Any:
@@ -195,6 +224,19 @@ def api_error(exc: BaseException) -> str:
     if status and reason:
         return f"{reason} ({status})"
     return _short(exc)
+
+
+def pod_path(namespace: str, name: str = "") -> str:
+    """The API path of a pod (of the pods of `namespace` without `name`); the names are
+    checked (talon.names) before they reach a path."""
+    base = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+    return f"{base}/{quote(name, safe='')}" if name else base
+
+
+def lease_path(namespace: str, name: str = "") -> str:
+    """The API path of a Lease (of the Leases of `namespace` without `name`)."""
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
+    return f"{base}/{quote(name, safe='')}" if name else base
 
 
 def node_of(pod: Any) -> str:

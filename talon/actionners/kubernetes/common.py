@@ -76,10 +76,8 @@ def reread_pod(ctx: ActionContext) -> dict[str, Any]:
 
 
 def _read_pod(ctx: ActionContext, namespace: str, pod: str) -> dict[str, Any]:
-    k = kube(ctx)
     try:
-        return read_json(k.core.read_namespaced_pod(
-            pod, namespace, _preload_content=False, _request_timeout=k.timeout))
+        return read_json(kube(ctx).call("GET", kube_names.pod_path(namespace, pod)))
     except Exception as exc:
         if is_not_found(exc):
             raise CheckFailedError(

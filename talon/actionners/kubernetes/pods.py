@@ -255,8 +255,7 @@ def _terminate(ctx: ActionContext, namespace: str, name: str,
     k = common.kube(ctx)
     options = {"gracePeriodSeconds": ctx.params.grace_period_seconds}
     try:
-        common.discard(k.core.delete_namespaced_pod(
-            name, namespace, body=options, _preload_content=False, _request_timeout=k.timeout))
+        common.discard(k.call("DELETE", kube.pod_path(namespace, name), body=options))
     except Exception as exc:
         raise ActionError(f"cannot terminate {where}: {common.api_error(exc)}") from exc
     return Result(output=f"{where} has been terminated", objects=objects)
@@ -345,8 +344,8 @@ def _read_pod(ctx: ActionContext, fresh: bool) -> dict[str, Any]:
 
 
 def _patch_pod(k: Any, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
-    common.discard(k.core.patch_namespaced_pod(
-        name, namespace, ops, _preload_content=False, _request_timeout=k.timeout))
+    common.discard(k.call("PATCH", kube.pod_path(namespace, name), body=ops,
+                          content_type="application/json-patch+json"))
 
 
 def _patch_node(k: Any, node: str, ops: list[dict[str, Any]]) -> None:
