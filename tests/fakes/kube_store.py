@@ -173,6 +173,23 @@ def random_suffix(length: int = 5) -> str:
     return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(length))
 
 
+class _Objects(dict[Key, JSON]):
+    """The stored objects by key, also grouped by resource (as the apiserver's cache is), so
+    that listing one resource does not walk every object of the fake."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_resource: dict[tuple[str, str], dict[Key, JSON]] = {}
+
+    def __setitem__(self, key: Key, value: JSON) -> None:
+        super().__setitem__(key, value)
+        self.by_resource.setdefault(key[:2], {})[key] = value
+
+    def __delitem__(self, key: Key) -> None:
+        super().__delitem__(key)
+        del self.by_resource[key[:2]][key]
+
+
 class Store:
     """Thread-safe object store with the apiserver's write semantics. `lock` (re-entrant)
     may be held by callers that need several operations to be atomic."""
@@ -181,7 +198,7 @@ class Store:
         self.require_namespaces = require_namespaces
         """Refuse to create objects in a namespace that has no Namespace object (404)."""
         self.lock = threading.RLock()
-        self._objects: dict[Key, JSON] = {}
+        self._objects = _Objects()
         self._rv = 0
 
     @staticmethod
@@ -212,12 +229,11 @@ class Store:
         """Objects of one resource (all namespaces when `namespace` is None), key order;
         `copies=False` gives the stored objects themselves (hold `lock`, change nothing)."""
         with self.lock:
-            keys = sorted(k for k in self._objects
-                          if k[:2] == (rd.group_version, rd.resource)
-                          and (namespace is None or k[2] == namespace))
+            bucket = self._objects.by_resource.get((rd.group_version, rd.resource), {})
+            keys = sorted(k for k in bucket if namespace is None or k[2] == namespace)
             if not copies:
-                return [self._objects[k] for k in keys]
-            return [copy.deepcopy(self._objects[k]) for k in keys]
+                return [bucket[k] for k in keys]
+            return [copy.deepcopy(bucket[k]) for k in keys]
 
     def seed(self, rd: ResourceDef, obj: JSON) -> JSON:
         """Store `obj` as given (overwriting), filling server-set metadata."""
