@@ -183,12 +183,12 @@ def _fields(record: logging.LogRecord) -> list[tuple[str, Any]]:
     if record.exc_info and "error" not in fields:
         kind, exc = record.exc_info[0], record.exc_info[1]
         fields = {**fields, "error": f"{kind.__name__}: {exc}" if kind else ""}
-    items = sorted(fields.items())  # keys are distinct: values are never compared
+    keys = sorted(fields)  # strings only: the sort's fast path, values never compared
     for first in reversed(_FIRST):
         if first in fields:
-            keys = [k for k, _ in items]
-            items.insert(0, items.pop(keys.index(first)))
-    return items
+            keys.remove(first)
+            keys.insert(0, first)
+    return [(key, fields[key]) for key in keys]
 
 
 class _Clock:
