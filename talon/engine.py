@@ -271,11 +271,12 @@ class Engine:
         """Run one action of `rule` for `event` (`parent`: the match's span); never raises."""
         started, started_ns = time.monotonic(), time.time_ns()
         span = self.reporter.span_id()
+        if self.dry_run or rule.dry_run:  # only the final parameters are needed
+            return self._not_run(event, rule, action,
+                                 plan.parameters(event, rule, action, self.registry),
+                                 DRY_RUN, DRY_RUN_OUTPUT, (span, parent, started_ns))
         plugin = self.registry.get("actionner", action.actionner)
         step = plan.step(event, rule, action, self.registry)
-        if self.dry_run or rule.dry_run:
-            return self._not_run(event, rule, action, step, DRY_RUN, DRY_RUN_OUTPUT,
-                                 (span, parent, started_ns))
         # The governor's hook: a disruptive action may be held here (throttled, protected)
         # or turned to dry-run, before its checks and run.
         reads: dict[tuple[str, ...], Any] = {}
@@ -283,8 +284,8 @@ class Engine:
                    if self.gate else None)
         if verdict is not None:
             output = DRY_RUN_OUTPUT if verdict.status == DRY_RUN else verdict.reason
-            return self._not_run(event, rule, action, step, verdict.status, output,
-                                 (span, parent, started_ns))
+            return self._not_run(event, rule, action, step.parameters, verdict.status,
+                                 output, (span, parent, started_ns))
         result, attempts = self._attempts(event, rule, action, plugin, step, started, reads)
         ok = result.status != Status.FAILURE and not result.error
         if not ok and self.dead_letter is not None:
@@ -332,8 +333,9 @@ class Engine:
                      attempt=attempt, retry_in=f"{wait:.3f}s", trace_id=event.trace_id)
             time.sleep(wait)
 
-    def _not_run(self, event: Event, rule: Rule, action: Action, step: plan.Step,
-                 status: str, output: str, span: tuple[str, str, int]) -> Outcome:
+    def _not_run(self, event: Event, rule: Rule, action: Action,
+                 parameters: Mapping[str, Any], status: str, output: str,
+                 span: tuple[str, str, int]) -> Outcome:
         """Report an action that did not run: a dry run, or held by the governor
         (`throttled`, `protected`); either counts as done for the rule's sequencing."""
         namespace, pod = _target_names(event)
@@ -341,8 +343,8 @@ class Engine:
         self.report(ActionOutcome(
             event=event, rule=rule, action=action, status=status, output=output,
             objects={k: v for k, v in (("namespace", namespace), ("pod", pod)) if v},
-            parameters=action.parameters_plain if step.parameters is action.parameters
-            else params.to_plain(step.parameters),
+            parameters=action.parameters_plain if parameters is action.parameters
+            else params.to_plain(parameters),
             span=Span(span_id, parent, started_ns, time.time_ns()) if span_id else None))
         return Outcome(True, status)
 

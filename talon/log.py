@@ -31,9 +31,12 @@ _NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warnin
           logging.ERROR: "error", logging.CRITICAL: "critical"}
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=True)
 """Shared and stateless: `json.dumps` with `default=` builds a new encoder per call."""
+_SORTED_ENCODER = json.JSONEncoder(default=str, ensure_ascii=True, sort_keys=True)
 _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """A JSON string literal, ASCII only (the C encoder's; most log values are strings)."""
 _FIRST = ("error",)
+_KEYS_KEPT = 512
+"""Most field names a JSON formatter keeps encoded."""
 _UNSAFE = "\x80-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 """C1 controls (NEL among them), line/paragraph separators, bidi marks, embeddings,
 overrides and isolates: terminals and viewers break or reorder lines on them."""
@@ -45,6 +48,51 @@ _ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord('"'): '\\"
             ord("\\"): "\\\\"}
 
 
+def _encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """`encoder.encode`, its C function made once rather than per call (as `encode`
+    does). No circular-reference check: its memo would be shared by the threads that
+    log, and log values are plain data (a cycle still fails, as a RecursionError)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return encoder.encode
+    chunks = make(None, encoder.default, _json_string, None, encoder.key_separator,
+                  encoder.item_separator, encoder.sort_keys, encoder.skipkeys,
+                  encoder.allow_nan)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode = _encoder(_ENCODER)
+"""A log value as JSON (what `_ENCODER.encode` gives), for lines in the JSON format."""
+_encode_sorted = _encoder(_SORTED_ENCODER)
+"""The same with keys sorted (`json.dumps(value, default=str, sort_keys=True)`)."""
+_RECORD_START = getattr(logging, "_startTime", time.time())
+_record_template: dict[str, Any] = {}
+"""The attributes every record made by `emit` shares, while no thread, process or
+multiprocessing name is logged (`setup` turns them off)."""
+
+
+def _record(logger: logging.Logger, level: int, message: str) -> logging.LogRecord:
+    """What `logger.makeRecord(name, level, "", 0, message, (), None)` makes, without
+    LogRecord.__init__'s work (path splitting, flag tests) when `setup` turned the
+    thread, process and multiprocessing names off and no record factory is set."""
+    if (logging.logThreads or logging.logProcesses or logging.logMultiprocessing
+            or logging.getLogRecordFactory() is not logging.LogRecord
+            or type(logger).makeRecord is not logging.Logger.makeRecord):
+        return logger.makeRecord(logger.name, level, "", 0, message, (), None)
+    template = _record_template
+    if not template:
+        template.update(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+    record: logging.LogRecord = logging.LogRecord.__new__(logging.LogRecord)
+    attrs = record.__dict__
+    attrs.update(template)
+    now = time.time()
+    attrs["name"], attrs["msg"], attrs["levelno"] = logger.name, message, level
+    attrs["levelname"] = logging.getLevelName(level)
+    attrs["created"], attrs["msecs"] = now, int((now - int(now)) * 1000) + 0.0
+    attrs["relativeCreated"] = (now - _RECORD_START) * 1000
+    return record
+
+
 def emit(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """Log `message` with structured `fields` (empty values are dropped).
 
@@ -52,7 +100,7 @@ def emit(logger: logging.Logger, level: int, message: str, **fields: Any) -> Non
     line that no formatter here shows): logging runs several times per event.
     """
     if logger.isEnabledFor(level):
-        record = logger.makeRecord(logger.name, level, "", 0, message, (), None)
+        record = _record(logger, level, message)
         record.fields = {k: v for k, v in fields.items()
                          if v or (v is not None and isinstance(v, int | float))}
         logger.handle(record)
@@ -115,7 +163,7 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, default=str, sort_keys=True)
+        return _encode_sorted(value)
     return str(value)
 
 
@@ -129,16 +177,18 @@ def add_secrets(secrets: Iterable[str]) -> None:
             mask.add(values)
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord) -> list[tuple[str, Any]]:
+    """The record's fields in line order: `_FIRST` keys, then the others sorted."""
     fields = getattr(record, "fields", None) or {}
     if record.exc_info and "error" not in fields:
         kind, exc = record.exc_info[0], record.exc_info[1]
         fields = {**fields, "error": f"{kind.__name__}: {exc}" if kind else ""}
-    ordered = {k: fields[k] for k in _FIRST if k in fields}
-    for key in sorted(fields):
-        if key not in ordered:
-            ordered[key] = fields[key]
-    return ordered
+    keys = sorted(fields)  # strings only: the sort's fast path, values never compared
+    for first in reversed(_FIRST):
+        if first in fields:
+            keys.remove(first)
+            keys.insert(0, first)
+    return [(key, fields[key]) for key in keys]
 
 
 class _Clock:
@@ -171,7 +221,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVELS.get(record.levelno, "INF")
         parts = [self._time(record), self._paint(level, level), escape(record.getMessage())]
-        for key, value in _fields(record).items():
+        for key, value in _fields(record):
             text = value if type(value) is str else _text(value)
             if not text or _SPECIAL.search(text):  # else it is already safe as it is
                 text = escape(text)
@@ -195,14 +245,30 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.mask = masker(secrets)
         self._time = _Clock()
+        self._keys: dict[str, str] = {}
+        """Each field name's `"name": ` (names come from code: few, and capped anyway)."""
 
     def format(self, record: logging.LogRecord) -> str:
         level = _NAMES.get(record.levelno) or record.levelname.lower()
         parts = [f'{{"level": "{level}", "time": "{self._time(record)}", "message": '
                  f"{_json_string(record.getMessage())}"]
-        for key, value in _fields(record).items():
-            text = _json_string(value) if type(value) is str else _ENCODER.encode(value)
-            parts.append(f"{_json_string(key)}: {text}")
+        keys = self._keys
+        for key, value in _fields(record):
+            kind = type(value)
+            if kind is str:
+                text = _json_string(value)
+            elif kind is bool:
+                text = "true" if value else "false"
+            elif kind is int:
+                text = int.__repr__(value)
+            else:
+                text = _encode(value)
+            prefix = keys.get(key)
+            if prefix is None:
+                prefix = f"{_json_string(key)}: "
+                if len(keys) < _KEYS_KEPT:
+                    keys[key] = prefix
+            parts.append(prefix + text)
         return self.mask(", ".join(parts) + "}")
 
 

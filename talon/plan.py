@@ -73,6 +73,20 @@ def step(event: Event, rule: Rule, action: Action, registry: Registry,
                 dry_run=dry_run or bool(rule.dry_run), stops_rule=not action.continues)
 
 
+def parameters(event: Event, rule: Rule, action: Action,
+               registry: Registry) -> Mapping[str, Any]:
+    """`step(event, rule, action, registry).parameters`, without building the action's
+    context and environment when no parameter refers to them (a dry run needs only the
+    parameters; most parameters have nothing to substitute)."""
+    info = registry.get("actionner", action.actionner).info if registry.has(
+        "actionner", action.actionner) else None
+    raw = action.parameters
+    if not any(isinstance(raw.get(n), str) and "$" in raw[n]
+               for n in substitutable(info.params if info else None)):
+        return raw
+    return step(event, rule, action, registry).parameters
+
+
 def plan(event: Event, ruleset: RuleSet, registry: Registry, *,
          dry_run: bool = False) -> list[Step]:
     """Every action that runs for `event` when each one succeeds, in order."""

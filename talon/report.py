@@ -3,8 +3,10 @@
 Layer L1. The engine and the notification dispatcher make one frozen record per stage
 outcome (talon.outcome) and call `Reporter.report(record)`; the reporter hands it to each
 sink in turn. A sink is any callable taking a record; it acts on the record types it
-knows and ignores the others. Adding a sink (spans, an action ledger…) touches no stage:
-`Reporter.add(sink)`. Sinks that are off are not in the list, so they cost nothing.
+knows and ignores the others; a sink that names them in a `kinds` attribute is handed
+only those (the reporter routes each record type to its sinks once, not per record).
+Adding a sink (spans, an action ledger…) touches no stage: `Reporter.add(sink)`.
+Sinks that are off are not in the list, so they cost nothing.
 
 The standard sinks write exactly what the stages wrote themselves before: the same log
 lines (the `talon.engine` and `talon.notify` loggers), the same metric labels, the same
@@ -57,6 +59,7 @@ class Reporter:
     def __init__(self, sinks: Iterable[Sink] = (), *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._sinks: tuple[Sink, ...] = tuple(sinks)
+        self._routes: dict[type, tuple[Sink, ...]] = {}
         self._failing = log.Throttle(60.0, clock)
         self.tracing = False
         """Whether some sink wants span ids (`span_id()` returns "" otherwise)."""
@@ -79,6 +82,7 @@ class Reporter:
     def add(self, sink: Sink, *, tracing: bool = False) -> None:
         """Add `sink` after the others; `tracing` when it needs span ids in the records."""
         self._sinks = (*self._sinks, sink)
+        self._routes = {}
         self.tracing = self.tracing or tracing
 
     def span_id(self) -> str:
@@ -87,9 +91,19 @@ class Reporter:
             return ""
         return f"{_SPAN_IDS.getrandbits(64) or 1:016x}"
 
+    def _route(self, kind: type) -> tuple[Sink, ...]:
+        """The sinks that take records of type `kind`, in order (remembered)."""
+        found = self._routes[kind] = tuple(
+            sink for sink in self._sinks if kind in getattr(sink, "kinds", (kind,)))
+        return found
+
     def report(self, outcome: Outcome) -> None:
-        """Give `outcome` to every sink; a sink's failure is logged, never raised."""
-        for sink in self._sinks:
+        """Give `outcome` to every sink that takes its type; a sink's failure is logged,
+        never raised."""
+        sinks = self._routes.get(type(outcome))
+        if sinks is None:
+            sinks = self._route(type(outcome))
+        for sink in sinks:
             try:
                 sink(outcome)
             except Exception as exc:  # noqa: BLE001 - a sink must not fail a stage
@@ -107,6 +121,8 @@ class MetricsSink:
     """Counts each outcome in the Prometheus counters (talon.metrics)."""
 
     name = "metrics"
+    kinds = frozenset({MatchOutcome, ActionOutcome, OutputOutcome, NotificationOutcome,
+                       EventOutcome})
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -142,6 +158,8 @@ class LogSink:
     """Writes each outcome's log line (the upstream LogLine fields)."""
 
     name = "log"
+    kinds = frozenset({ActionOutcome, ActionStarted, MatchOutcome, OutputOutcome,
+                       NotificationOutcome, EventOutcome})
 
     def __init__(self, print_all_events: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -232,14 +250,18 @@ class NotifySink:
     """Hands each action and output outcome to the notifiers the rule names."""
 
     name = "notifications"
+    kinds = frozenset({ActionOutcome, OutputOutcome})
 
     def __init__(self, notify: Notify, default_notifiers: tuple[str, ...] = (),
                  notify_dry_run: bool = False) -> None:
-        self.notify, self.default_notifiers = notify, default_notifiers
+        self.notify = notify
+        self.default_notifiers = tuple(dict.fromkeys(default_notifiers))
         self.notify_dry_run = notify_dry_run
 
     def _names(self, rule: Any) -> tuple[str, ...]:
         """Who hears about `rule`'s results: the default notifiers, then the rule's own."""
+        if not rule.notifiers:
+            return self.default_notifiers
         return tuple(dict.fromkeys(self.default_notifiers + rule.notifiers))
 
     def __call__(self, o: Any) -> None:

@@ -248,6 +248,20 @@ def test_dry_run_calls_nothing_and_logs_final_parameters(
     assert lines[0].fields["dry_run"] is True  # type: ignore[attr-defined]
 
 
+def test_dry_run_logs_unmarked_parameters_as_written(
+        world: World, write_rules: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
+    path = write_rules("""
+        - rule: R
+          dry_run: true
+          actions:
+            - {action: a, actionner: t:step, parameters: {name: "${FD_NAME}", path: /x}}
+        """)
+    caplog.set_level(logging.INFO, "talon")
+    assert world.engine(path).handle(event()) == [("R", "a", "dry_run")]
+    [line] = [r for r in caplog.records if r.getMessage() == "action"]
+    assert line.fields["parameters"] == {"name": "${FD_NAME}", "path": "/x"}  # type: ignore[attr-defined]
+
+
 def test_duplicates_run_once(world: World, write_rules: Callable[..., str]) -> None:
     path = write_rules("""
         - rule: R
