@@ -12,10 +12,15 @@ queued at that moment in one transaction (group commit): many HTTP threads each 
 for the commit of the batch holding their event, so one fsync serves them all. Marking
 an event done, remembering a dedup key and recording a failed action are queued too,
 and nobody waits for them: lost in a crash, they only mean an event runs again (at
-least once). `fsync` true is `synchronous=FULL` (a commit survives power loss); false
-is `synchronous=NORMAL` (it survives a crash of the process, not of the machine).
-Done events (and resolved failures) older than `retention` are deleted in the
-background; an event with a failure not yet resolved is kept.
+least once). The cost per event is mostly threads waking each other, not SQLite: an
+insert appends a row to the open batch under one lock (the writer is woken once per
+batch, done marks wake it at most once per LAZY_SECONDS), and the HTTP threads of a
+batch wait at one gate that lets them through one after the other (the writer waits
+up to GATHER_SECONDS for as many rows as its last batch held). `fsync` true is
+`synchronous=FULL` (a commit survives power loss); false is `synchronous=NORMAL` (it
+survives a crash of the process, not of the machine). Done events (and resolved
+failures) older than `retention` are deleted in the background; an event with a failure
+not yet resolved is kept.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, expires REAL NOT NULL,
 """
 LAZY_SECONDS = 0.05
 """Longest a write nobody waits for (a done mark, a dedup key) waits for company."""
+GATHER_SECONDS = 0.001
+"""Longest the writer waits for the requests in flight to join a batch."""
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another connection's write (a CLI verb) to end."""
 DISK_FULL = "database or disk is full"
@@ -76,14 +83,16 @@ class Pending:
 
 
 class _Batch:
-    """The inserts of one commit, and a lock per HTTP thread waiting for it (each held
-    until the commit ends: releasing a bare lock is the cheapest way to wake a thread)."""
+    """The inserts of one commit, and the gate their HTTP threads wait at: a bare lock,
+    held until the commit ends; each thread let through lets the next one through, so
+    that they wake one after the other instead of all at once fighting for the GIL."""
 
-    __slots__ = ("error", "rows", "waiters")
+    __slots__ = ("error", "gate", "rows")
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.waiters: list[_thread.LockType] = []
+        self.gate = _thread.allocate_lock()
+        self.gate.acquire()
         self.error: sqlite3.Error | None = None
 
 
@@ -165,6 +174,7 @@ class Store:
         self._lazy = _Lazy()
         self._lazy_at = math.inf  # when the lazy writes are committed without company
         self._idle = False  # the writer waits on _wake
+        self._want = 1  # inserts in the open batch that wake the writer
         self._stopping = False
         self._full_log = log.Throttle(10.0)
         self._writer = threading.Thread(target=self._write_loop, name="talon-journal",
@@ -201,8 +211,6 @@ class Store:
     def insert(self, event: Event, size: int) -> int | str:
         """Commit `event`; its id, or why it could not be stored (`disk_full`,
         `journal_error`). Blocks until the commit of the batch holding it."""
-        waiter = _thread.allocate_lock()
-        waiter.acquire()
         row = (time.time(), event.trace_id, event.rule, size, event.raw or event.to_json())
         with self._lock:
             if self._stopping:
@@ -211,12 +219,12 @@ class Store:
             self._next_id += 1
             batch = self._open
             batch.rows.append((ident, *row))
-            batch.waiters.append(waiter)
-            if self._idle:
+            if self._idle and len(batch.rows) >= self._want:
                 self._wake.notify()
-        while not waiter.acquire(timeout=1.0):
+        while not batch.gate.acquire(timeout=1.0):
             if not self._writer.is_alive():  # failed: never committed
                 return "journal_error"
+        batch.gate.release()  # the next thread waiting for this batch
         if batch.error is None:
             return ident
         return "disk_full" if DISK_FULL in str(batch.error) else "journal_error"
@@ -271,9 +279,12 @@ class Store:
         two. Inserts that arrive during a commit make the next batch."""
         next_prune = time.monotonic()
         stopping = False
+        last = _Batch()
         while not stopping:
             with self._lock:
                 now = self._wait_for_work(next_prune)
+                if self._open.rows:
+                    self._gather(len(last.rows))
                 batch, self._open = self._open, _Batch()
                 lazy, self._lazy, self._lazy_at = self._lazy, _Lazy(), math.inf
                 stopping = self._stopping
@@ -281,6 +292,23 @@ class Store:
             if pruning:
                 next_prune = now + self._prune_interval
             self._commit(batch, lazy, pruning)
+            last = batch
+
+    def _gather(self, expected: int) -> None:
+        """(Under _lock.) Wait up to GATHER_SECONDS for as many inserts as the last batch
+        held (the requests in flight): one commit then serves them all."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        self._want = expected
+        while len(self._open.rows) < expected and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._idle = True
+            try:
+                self._wake.wait(left)
+            finally:
+                self._idle = False
+        self._want = 1
 
     def _wait_for_work(self, next_prune: float) -> float:
         """(Under _lock.) Wait for inserts, a stop, held lazy writes or pruning to be due;
@@ -297,6 +325,8 @@ class Store:
                 self._idle = False
 
     def _commit(self, batch: _Batch, lazy: _Lazy, pruning: bool) -> None:
+        if not (batch.rows or lazy.done or lazy.dedup or lazy.fail or pruning):
+            return  # stopping with nothing queued
         started = time.perf_counter()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -309,8 +339,7 @@ class Store:
             self._report(exc, len(batch.rows))
         if self.metrics is not None:
             self.metrics.journal_commit_seconds.observe(time.perf_counter() - started)
-        for waiter in batch.waiters:
-            waiter.release()
+        batch.gate.release()
 
     def _apply(self, rows: list[tuple[Any, ...]], lazy: _Lazy, pruning: bool) -> None:
         run = self._conn.executemany
