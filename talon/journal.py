@@ -208,10 +208,13 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------
 
-    def insert(self, event: Event, size: int) -> int | str:
-        """Commit `event`; its id, or why it could not be stored (`disk_full`,
-        `journal_error`). Blocks until the commit of the batch holding it."""
-        row = (time.time(), event.trace_id, event.rule, size, event.raw or event.to_json())
+    def insert(self, event: Event, size: int, *, done: bool = False) -> int | str:
+        """Commit `event` (already `done`: nothing is left to run for it); its id, or why
+        it could not be stored (`disk_full`, `journal_error`). Blocks until the commit of
+        the batch holding it."""
+        now = time.time()
+        row = (now, event.trace_id, event.rule, size, event.raw or event.to_json(),
+               now if done else None)
         with self._lock:
             if self._stopping:
                 return "journal_error"
@@ -344,8 +347,8 @@ class Store:
     def _apply(self, rows: list[tuple[Any, ...]], lazy: _Lazy, pruning: bool) -> None:
         run = self._conn.executemany
         if rows:
-            run("INSERT INTO events (id, accepted, trace_id, rule, size, event) "
-                "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            run("INSERT INTO events (id, accepted, trace_id, rule, size, event, done) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         if lazy.done:
             run("UPDATE events SET done = ? WHERE id = ?", lazy.done)
         if lazy.dedup:

@@ -10,6 +10,8 @@ Behaviours covered:
   the write lock none returns, then each finds its own row in the file;
 - events whose rules ran but whose done marks were not committed yet (a crash then:
   a copy of the files at that moment) run again at the next start; after a stop, not;
+- an event `settled` says needs no worker is committed done: no worker takes it and it
+  does not count against `max_events`;
 - done events are pruned after the retention, events with an unresolved failure stay;
 - `journal list --since` and duration parsing.
 """
@@ -205,3 +207,22 @@ def test_events_run_but_not_yet_marked_done_are_replayed(tmp_path: Path) -> None
     after_stop = Store(str(path))
     assert JournalQueue(after_stop, max_events=100, max_bytes=1 << 30).replayed == 0
     after_stop.close()
+
+
+def test_settled_events_are_committed_done_outside_the_bounds(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    store = Store(path)
+    queue = JournalQueue(store, max_events=1, max_bytes=1 << 30)
+    queue.settled = lambda event: event.output != "event 0"
+    store.start()
+    assert queue.offer(an_event(0), 10) is True  # needs a worker: fills the journal
+    assert queue.offer(an_event(1), 10) is True  # needs none: committed done
+    assert queue.offer(an_event(0), 10) == "journal_full"
+    assert queue.depth() == 1
+    first = queue.take(0.1)
+    assert first is not None and first.event.output == "event 0"
+    assert queue.take(0) is None
+    view = journalview.View(path)
+    assert [(e["id"], e["state"]) for e in view.events()] == [(1, "pending"), (2, "done")]
+    view.close()
+    store.close()
