@@ -5,6 +5,11 @@ the SQLite store of talon.journal (L1). `put` returns only once the event is com
 the events stay in memory too, so that workers never read the file. An event counts
 against `max_events` / `max_bytes` from its commit until it is done (waiting or running).
 At start, every event the journal holds not done is queued again, first.
+
+An event no rule matches (the usual case) has nothing left to run once it is committed:
+it is committed already done, and no worker takes it. Handing each event to a worker and
+marking it done afterwards cost more than the commit itself (two more thread wake-ups
+and a second write of its row); the row is kept all the same (export, what-if replay).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ class JournalItem(Item):
     id: int = 0
 
 
+def _never(_event: Event) -> bool:
+    return False
+
+
 class JournalQueue(WaitingItems[JournalItem]):
     """talon.pool.EventQueue over a journal `Store`."""
 
@@ -44,6 +53,8 @@ class JournalQueue(WaitingItems[JournalItem]):
         self._closed = False
         self._current = threading.local()
         self._metrics = metrics
+        self.settled: Callable[[Event], bool] = _never
+        """Whether an event needs no worker (app sets Engine.settled once it exists)."""
         for found in store.pending():
             self._items.append(JournalItem(found.event, found.size, found.id))
             self._held += 1
@@ -57,7 +68,14 @@ class JournalQueue(WaitingItems[JournalItem]):
         return self.offer(event, size) is True
 
     def offer(self, event: Event, size: int = 0) -> bool | str:
-        """True once committed; else why not (`journal_full`, `disk_full`, ...)."""
+        """True once committed; else why not (`journal_full`, `disk_full`, ...). An event
+        `settled` says needs no worker is committed done: no worker takes it, and it does
+        not count against the bounds (it is kept, for export and replay, like any other)."""
+        if self._closed:
+            return False
+        if self._settled(event):
+            found = self.store.insert(event, size, done=True)
+            return found if isinstance(found, str) else True
         with self._cond:
             if self._closed:
                 return False
@@ -74,6 +92,12 @@ class JournalQueue(WaitingItems[JournalItem]):
             self._items.append(JournalItem(event, size, ident))
             self._cond.notify()
         return True
+
+    def _settled(self, event: Event) -> bool:
+        try:
+            return self.settled(event)
+        except Exception:  # noqa: BLE001 - hostile event data: a worker handles (and logs) it
+            return False
 
     def release(self, item: Item) -> None:
         """Nothing: an event counts against the bounds until it is done."""

@@ -227,6 +227,12 @@ class Engine:
                 return True
             return False
 
+    def settled(self, event: Event) -> bool:
+        """True when `handle(event)` would do nothing: a usable event no rule matches (in
+        the rules in force now). The journal commits such an event done at once."""
+        return bool(event.rule) and event.priority.lower() in PRIORITIES \
+            and not self.rules.current.matcher.match(event)
+
     def handle(self, event: Event) -> list[tuple[str, str, str]]:
         """Process `event`; returns (rule, action, status) for each action considered."""
         ruleset = self.rules.current

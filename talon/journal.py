@@ -12,25 +12,29 @@ queued at that moment in one transaction (group commit): many HTTP threads each 
 for the commit of the batch holding their event, so one fsync serves them all. Marking
 an event done, remembering a dedup key and recording a failed action are queued too,
 and nobody waits for them: lost in a crash, they only mean an event runs again (at
-least once). `fsync` true is `synchronous=FULL` (a commit survives power loss); false
-is `synchronous=NORMAL` (it survives a crash of the process, not of the machine).
-Done events (and resolved failures) older than `retention` are deleted in the
-background; an event with a failure not yet resolved is kept.
+least once). The cost per event is mostly threads waking each other, not SQLite: an
+insert appends a row to the open batch under one lock (the writer is woken once per
+batch, done marks wake it at most once per LAZY_SECONDS), and the HTTP threads of a
+batch wait at one gate that lets them through one after the other (the writer waits
+up to GATHER_SECONDS for as many rows as its last batch held). `fsync` true is
+`synchronous=FULL` (a commit survives power loss); false is `synchronous=NORMAL` (it
+survives a crash of the process, not of the machine). Done events (and resolved
+failures) older than `retention` are deleted in the background; an event with a failure
+not yet resolved is kept.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import json
 import logging
 import math
 import os
-import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +60,10 @@ CREATE INDEX IF NOT EXISTS failures_event ON failures(event_id);
 CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, expires REAL NOT NULL,
     owner TEXT NOT NULL);
 """
-MAX_BATCH = 1000
-"""Most writes committed in one transaction."""
 LAZY_SECONDS = 0.05
 """Longest a write nobody waits for (a done mark, a dedup key) waits for company."""
+GATHER_SECONDS = 0.001
+"""Longest the writer waits for the requests in flight to join a batch."""
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another connection's write (a CLI verb) to end."""
 DISK_FULL = "database or disk is full"
@@ -78,14 +82,29 @@ class Pending:
     size: int
 
 
-class _Waiter:
-    """One insert waiting for its batch's commit."""
+class _Batch:
+    """The inserts of one commit, and the gate their HTTP threads wait at: a bare lock,
+    held until the commit ends; each thread let through lets the next one through, so
+    that they wake one after the other instead of all at once fighting for the GIL."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("error", "gate", "rows")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.rows: list[tuple[Any, ...]] = []
+        self.gate = _thread.allocate_lock()
+        self.gate.acquire()
         self.error: sqlite3.Error | None = None
+
+
+class _Lazy:
+    """The writes nobody waits for, queued since the last commit."""
+
+    __slots__ = ("dedup", "done", "fail")
+
+    def __init__(self) -> None:
+        self.done: list[tuple[float, int]] = []
+        self.dedup: list[tuple[str, float, str]] = []
+        self.fail: list[tuple[Any, ...]] = []
 
 
 def connect(path: str, *, fsync: bool = True) -> sqlite3.Connection:
@@ -149,8 +168,14 @@ class Store:
             os.close(self._lock_fd)
             raise
         self._next_id = int(row[0]) + 1
-        self._id_lock = threading.Lock()
-        self._ops: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._open = _Batch()
+        self._lazy = _Lazy()
+        self._lazy_at = math.inf  # when the lazy writes are committed without company
+        self._idle = False  # the writer waits on _wake
+        self._want = 1  # inserts in the open batch that wake the writer
+        self._stopping = False
         self._full_log = log.Throttle(10.0)
         self._writer = threading.Thread(target=self._write_loop, name="talon-journal",
                                         daemon=True)
@@ -183,40 +208,65 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------
 
-    def insert(self, event: Event, size: int) -> int | str:
-        """Commit `event`; its id, or why it could not be stored (`disk_full`,
-        `journal_error`). Blocks until the commit of the batch holding it."""
-        with self._id_lock:
+    def insert(self, event: Event, size: int, *, done: bool = False) -> int | str:
+        """Commit `event` (already `done`: nothing is left to run for it); its id, or why
+        it could not be stored (`disk_full`, `journal_error`). Blocks until the commit of
+        the batch holding it."""
+        now = time.time()
+        row = (now, event.trace_id, event.rule, size, event.raw or event.to_json(),
+               now if done else None)
+        with self._lock:
+            if self._stopping:
+                return "journal_error"
             ident = self._next_id
             self._next_id += 1
-        waiter = _Waiter()
-        self._ops.put(("insert", (ident, time.time(), event.trace_id, event.rule, size,
-                                  event.raw or event.to_json()), waiter))
-        while not waiter.done.wait(1.0):
-            if not self._writer.is_alive():  # stopped (shutdown) or failed: never committed
+            batch = self._open
+            batch.rows.append((ident, *row))
+            if self._idle and len(batch.rows) >= self._want:
+                self._wake.notify()
+        while not batch.gate.acquire(timeout=1.0):
+            if not self._writer.is_alive():  # failed: never committed
                 return "journal_error"
-        if waiter.error is None:
+        batch.gate.release()  # the next thread waiting for this batch
+        if batch.error is None:
             return ident
-        return "disk_full" if DISK_FULL in str(waiter.error) else "journal_error"
+        return "disk_full" if DISK_FULL in str(batch.error) else "journal_error"
 
     def done(self, ident: int) -> None:
         """Mark an event done (queued: nobody waits for this commit)."""
-        self._ops.put(("done", (time.time(), ident), None))
+        with self._lock:
+            self._lazy.done.append((time.time(), ident))
+            self._lazy_soon()
 
     def remember(self, key: str, expires: float, owner: str) -> None:
         """Keep a dedup key until `expires` (wall clock), claimed by trace id `owner`."""
-        self._ops.put(("dedup", (key, expires, owner), None))
+        with self._lock:
+            self._lazy.dedup.append((key, expires, owner))
+            self._lazy_soon()
 
     def fail(self, event_id: int, rule: str, action: str, actionner: str,
              parameters: Any, error: str, attempts: int) -> None:
         """Record an action that failed for good (a dead letter)."""
-        self._ops.put(("fail", (event_id, time.time(), rule, action, actionner,
-                                json.dumps(parameters, default=str), error, attempts), None))
+        row = (event_id, time.time(), rule, action, actionner,
+               json.dumps(parameters, default=str), error, attempts)
+        with self._lock:
+            self._lazy.fail.append(row)
+            self._lazy_soon()
+
+    def _lazy_soon(self) -> None:
+        """(Under _lock.) The first lazy write since the last commit sets when they go
+        (and wakes the writer to know it); the others ride along without a wake-up."""
+        if self._lazy_at == math.inf:
+            self._lazy_at = time.monotonic() + LAZY_SECONDS
+            if self._idle:
+                self._wake.notify()
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the file, release the lock."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
         if self._writer.is_alive():
-            self._ops.put(("stop", (), None))
             self._writer.join(timeout=30)
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
@@ -226,81 +276,88 @@ class Store:
     # -- the writer thread --------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        """Commit each batch of queued writes. Writes nobody waits for (done marks, dedup
-        keys, failures) are held up to LAZY_SECONDS and ride along with the next batch of
-        inserts, so that one event costs one commit (one fsync), not two."""
+        """Commit each batch: every insert queued at that moment, with the writes nobody
+        waits for (done marks, dedup keys, failures), which are held up to LAZY_SECONDS
+        to ride along with inserts, so that one event costs one commit (one fsync), not
+        two. Inserts that arrive during a commit make the next batch."""
         next_prune = time.monotonic()
-        held: list[tuple[Any, ...]] = []
-        flush_at = math.inf
         stopping = False
+        last = _Batch()
         while not stopping:
-            timeout = max(0.005, min(next_prune, flush_at) - time.monotonic())
-            batch = held + self._take(timeout)
-            stopping = any(op[0] == "stop" for op in batch)
-            now = time.monotonic()
+            with self._lock:
+                now = self._wait_for_work(next_prune)
+                if self._open.rows:
+                    self._gather(len(last.rows))
+                batch, self._open = self._open, _Batch()
+                lazy, self._lazy, self._lazy_at = self._lazy, _Lazy(), math.inf
+                stopping = self._stopping
             pruning = now >= next_prune
             if pruning:
-                batch.append(("prune", (), None))
                 next_prune = now + self._prune_interval
-            waited_for = any(op[2] is not None for op in batch)
-            if waited_for or stopping or pruning or now >= flush_at \
-                    or len(batch) >= MAX_BATCH:
-                held, flush_at = [], math.inf
-                if batch:
-                    self._commit(batch)
-            else:
-                held = batch
-                flush_at = min(flush_at, now + LAZY_SECONDS)
+            self._commit(batch, lazy, pruning)
+            last = batch
 
-    def _take(self, timeout: float) -> list[tuple[Any, ...]]:
-        """The queued writes: waits `timeout` for the first, then takes what is there."""
-        try:
-            batch = [self._ops.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self._ops.get_nowait())
-            except queue.Empty:
+    def _gather(self, expected: int) -> None:
+        """(Under _lock.) Wait up to GATHER_SECONDS for as many inserts as the last batch
+        held (the requests in flight): one commit then serves them all."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        self._want = expected
+        while len(self._open.rows) < expected and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-        return batch
+            self._idle = True
+            try:
+                self._wake.wait(left)
+            finally:
+                self._idle = False
+        self._want = 1
 
-    def _commit(self, batch: list[tuple[Any, ...]]) -> None:
+    def _wait_for_work(self, next_prune: float) -> float:
+        """(Under _lock.) Wait for inserts, a stop, held lazy writes or pruning to be due;
+        the monotonic time then."""
+        while True:
+            now = time.monotonic()
+            due = min(next_prune, self._lazy_at)
+            if self._open.rows or self._stopping or now >= due:
+                return now
+            self._idle = True
+            try:
+                self._wake.wait(due - now)
+            finally:
+                self._idle = False
+
+    def _commit(self, batch: _Batch, lazy: _Lazy, pruning: bool) -> None:
+        if not (batch.rows or lazy.done or lazy.dedup or lazy.fail or pruning):
+            return  # stopping with nothing queued
         started = time.perf_counter()
-        error: sqlite3.Error | None = None
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._apply(batch)
+            self._apply(batch.rows, lazy, pruning)
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            error = exc
+            batch.error = exc
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-            self._report(exc, batch)
+            self._report(exc, len(batch.rows))
         if self.metrics is not None:
             self.metrics.journal_commit_seconds.observe(time.perf_counter() - started)
-        for op in batch:
-            if op[2] is not None:
-                op[2].error = error
-                op[2].done.set()
+        batch.gate.release()
 
-    def _apply(self, batch: Iterable[tuple[Any, ...]]) -> None:
-        grouped: dict[str, list[Any]] = {}
-        for kind, row, _waiter in batch:
-            grouped.setdefault(kind, []).append(row)
+    def _apply(self, rows: list[tuple[Any, ...]], lazy: _Lazy, pruning: bool) -> None:
         run = self._conn.executemany
-        if "insert" in grouped:
-            run("INSERT INTO events (id, accepted, trace_id, rule, size, event) "
-                "VALUES (?, ?, ?, ?, ?, ?)", grouped["insert"])
-        if "done" in grouped:
-            run("UPDATE events SET done = ? WHERE id = ?", grouped["done"])
-        if "dedup" in grouped:
+        if rows:
+            run("INSERT INTO events (id, accepted, trace_id, rule, size, event, done) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        if lazy.done:
+            run("UPDATE events SET done = ? WHERE id = ?", lazy.done)
+        if lazy.dedup:
             run("INSERT OR REPLACE INTO dedup (key, expires, owner) VALUES (?, ?, ?)",
-                grouped["dedup"])
-        if "fail" in grouped:
+                lazy.dedup)
+        if lazy.fail:
             run("INSERT INTO failures (event_id, at, rule, action, actionner, parameters, "
-                "error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", grouped["fail"])
-        if "prune" in grouped:
+                "error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", lazy.fail)
+        if pruning:
             self._prune(time.time())
 
     def _prune(self, now: float) -> None:
@@ -312,14 +369,13 @@ class Store:
                            (cutoff,))
         self._conn.execute("DELETE FROM dedup WHERE expires < ?", (now,))
 
-    def _report(self, exc: sqlite3.Error, batch: list[tuple[Any, ...]]) -> None:
+    def _report(self, exc: sqlite3.Error, inserts: int) -> None:
         """Say why writes failed (at most one line every 10 s per reason)."""
         full = DISK_FULL in str(exc)
         reason = "disk_full" if full else "error"
         held = self._full_log.allow(reason)
         if held is None:
             return
-        inserts = sum(1 for op in batch if op[0] == "insert")
         log.emit(logger, logging.ERROR, "journal", status="write_failed", file=self.path,
                  error=f"{exc}: {'the disk is full, ' if full else ''}"
                        f"new events are refused (503) until the journal can be written",

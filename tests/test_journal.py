@@ -6,6 +6,12 @@ Behaviours covered:
 - a disk that fills up (SQLite's "database or disk is full", reached here through
   PRAGMA max_page_count) refuses the event (`disk_full`) and the log says why;
 - concurrent inserts share commits (fewer commits than events), each returns its own id;
+- an insert returns only once its batch is committed: while another connection holds
+  the write lock none returns, then each finds its own row in the file;
+- events whose rules ran but whose done marks were not committed yet (a crash then:
+  a copy of the files at that moment) run again at the next start; after a stop, not;
+- an event `settled` says needs no worker is committed done: no worker takes it and it
+  does not count against `max_events`;
 - done events are pruned after the retention, events with an unresolved failure stay;
 - `journal list --since` and duration parsing.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -23,7 +30,7 @@ import pytest
 
 from talon import journalview
 from talon.durable import JournalQueue
-from talon.journal import Store
+from talon.journal import Store, connect
 from talon.metrics import Metrics
 from talon.models import Event, from_mapping
 from tests.support import Launch, start
@@ -137,3 +144,85 @@ def test_durations() -> None:
     assert journalview.parse_since("2d") == 172800
     with pytest.raises(ValueError, match="not a duration"):
         journalview.parse_since("yesterday")
+
+
+def test_an_insert_returns_only_once_its_batch_is_committed(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    metrics = Metrics()
+    store = Store(path, metrics=metrics)
+    store.start()
+    blocker = connect(path)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the writer's commit waits
+    seen: dict[int, set[int]] = {}
+
+    def post(n: int) -> None:
+        ident = store.insert(an_event(n), 10)
+        assert isinstance(ident, int)
+        view = journalview.View(path)  # the file as a crash would leave it
+        seen[ident] = {e["id"] for e in view.events()}
+        view.close()
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    threads[0].join(0.3)
+    assert all(t.is_alive() for t in threads) and not seen  # nobody answered yet
+    blocker.execute("COMMIT")
+    blocker.close()
+    for t in threads:
+        t.join(10)
+    store.close()
+    assert sorted(seen) == list(range(1, 9))
+    assert all(ident in visible for ident, visible in seen.items())
+    commits = metrics.registry.get_sample_value("talon_journal_commit_seconds_count")
+    assert commits is not None and commits < 8
+
+
+def test_events_run_but_not_yet_marked_done_are_replayed(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    store = Store(str(path))
+    queue = JournalQueue(store, max_events=100, max_bytes=1 << 30)
+    store.start()
+    assert [queue.offer(an_event(n), 10) for n in range(3)] == [True] * 3
+    blocker = connect(str(path))
+    blocker.execute("BEGIN IMMEDIATE")  # the done marks cannot be committed yet
+    for _ in range(3):
+        item = queue.take(1.0)
+        assert item is not None
+        queue.done(item)
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("j.db", "j.db-wal"):  # what is on disk at this moment
+        shutil.copyfile(tmp_path / name, crashed / name)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    store.close()  # commits the done marks
+    after_crash = Store(str(crashed / "j.db"))
+    replayed = JournalQueue(after_crash, max_events=100, max_bytes=1 << 30)
+    outputs = [replayed.take(0) for _ in range(3)]
+    after_crash.close()
+    assert replayed.replayed == 3
+    assert [i.event.output for i in outputs if i is not None] == \
+        ["event 0", "event 1", "event 2"]
+    after_stop = Store(str(path))
+    assert JournalQueue(after_stop, max_events=100, max_bytes=1 << 30).replayed == 0
+    after_stop.close()
+
+
+def test_settled_events_are_committed_done_outside_the_bounds(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    store = Store(path)
+    queue = JournalQueue(store, max_events=1, max_bytes=1 << 30)
+    queue.settled = lambda event: event.output != "event 0"
+    store.start()
+    assert queue.offer(an_event(0), 10) is True  # needs a worker: fills the journal
+    assert queue.offer(an_event(1), 10) is True  # needs none: committed done
+    assert queue.offer(an_event(0), 10) == "journal_full"
+    assert queue.depth() == 1
+    first = queue.take(0.1)
+    assert first is not None and first.event.output == "event 0"
+    assert queue.take(0) is None
+    view = journalview.View(path)
+    assert [(e["id"], e["state"]) for e in view.events()] == [(1, "pending"), (2, "done")]
+    view.close()
+    store.close()

@@ -5,6 +5,9 @@ Real `python -m talon server` processes with `journal.path` set. Behaviours cove
   the same journal every action runs (recorded) and `journal list` shows them done;
 - a kill after the commit and before the action started (one worker, held by a first
   event), and a kill while an action runs: both run after the restart (at least once);
+- an event no rule matches is committed already done: no worker takes it (depth 0),
+  `journal list` shows it done and `journal export` gives it, and after a SIGKILL it is
+  not run again, while an event a rule matches and that never ran is;
 - a dedup key outlives the restart: a new copy of an event that already ran in its
   window is a duplicate; the replayed event itself is not its own duplicate;
 - a second server on the same journal, a corrupt journal file, a folder that does not
@@ -13,6 +16,7 @@ Real `python -m talon server` processes with `journal.path` set. Behaviours cove
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,6 +98,27 @@ def test_kill_before_the_action_started_and_during_it(start: Launch, tmp_path: P
     wait_until(lambda: len(records(out, 0)) == 2, timeout=20)
     assert [r["pod"] for r in records(out, 0)] == ["busy", "waiting"]  # in arrival order
     wait_until(lambda: states(journal) == ["done", "done"], timeout=20)
+
+
+def test_unmatched_events_are_committed_done(start: Launch, tmp_path: Path) -> None:
+    out, journal = tmp_path / "calls.jsonl", tmp_path / "talon.db"
+    server = start(rules(out, sleep=60), config(journal, workers=1))
+    unmatched = [{**event(f"web-{i}"), "rule": "Some rule Talon ignores"} for i in range(3)]
+    assert server.post(event("busy")) == 200  # its action sleeps: the worker stays busy
+    assert server.post(event("waiting")) == 200  # never started
+    assert [server.post(e) for e in unmatched] == [200] * 3
+    assert states(journal) == ["pending", "pending", "done", "done", "done"]
+    assert "\ntalon_journal_depth 2.0" in server.request("GET", "/metrics")[1].decode()
+    exported = journal_cli(journal, "export").stdout.splitlines()
+    assert [json.loads(line)["output"] for line in exported] == \
+        ["a shell in busy", "a shell in waiting"] + [e["output"] for e in unmatched]
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(5)
+    restarted = start(rules(out), config(journal, workers=1))
+    wait_until(lambda: len(records(out, 0)) == 2, timeout=20)
+    assert [r["pod"] for r in records(out, 0)] == ["busy", "waiting"]
+    body = restarted.request("GET", "/metrics")[1].decode()
+    assert "\ntalon_journal_replayed_total 2.0" in body
 
 
 def test_dedup_keys_outlive_a_restart(start: Launch, tmp_path: Path) -> None:
