@@ -195,8 +195,7 @@ def build(settings: Settings, registry: Registry, rules_paths: Sequence[str]) ->
     queue, duplicates, dead_letter = _queue(settings, metrics, sweeper is None,
                                             Deduplicator(dd.time_window_seconds, dd.key, backend))
     engine = w.engine(duplicates, dead_letter)
-    if isinstance(queue, durable.JournalQueue):
-        queue.settled = engine.settled  # events no rule matches are committed done
+    queue.settled = engine.settled  # events no rule matches need no worker
     metrics.queue_depth.set_function(queue.depth)
     metrics.queue_bytes.set_function(queue.bytes_held)
     handle = queue.handler(engine.handle) if isinstance(queue, durable.JournalQueue) \

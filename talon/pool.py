@@ -75,8 +75,16 @@ class WaitingItems(Generic[T]):
             return self._items.popleft()
 
 
+def _never(_event: Event) -> bool:
+    return False
+
+
 class MemoryQueue(WaitingItems[Item]):
-    """A queue bounded in events and in bytes: `put` returns False instead of blocking."""
+    """A queue bounded in events and in bytes: `put` returns False instead of blocking.
+
+    An event `settled` says needs no worker (no rule matches it: the app sets
+    `Engine.settled`) is accepted without being queued, so the most common event costs
+    no worker hand-off and never takes a place that an event to act on needs."""
 
     def __init__(self, maxsize: int, max_bytes: int = 256 << 20) -> None:
         self._items: deque[Item] = deque()
@@ -85,8 +93,11 @@ class MemoryQueue(WaitingItems[Item]):
         self._held = 0
         self._bytes = 0
         self._closed = False
+        self.settled: Callable[[Event], bool] = _never
 
     def put(self, event: Event, size: int = 0) -> bool:
+        if not self._closed and self._settled(event):
+            return True
         with self._cond:
             if (self._closed or self._held >= self._maxsize
                     or self._bytes + size > self._max_bytes):
@@ -96,6 +107,12 @@ class MemoryQueue(WaitingItems[Item]):
             self._items.append(Item(event, size))
             self._cond.notify()
         return True
+
+    def _settled(self, event: Event) -> bool:
+        try:
+            return self.settled(event)
+        except Exception:  # noqa: BLE001 - hostile event data: a worker handles (and logs) it
+            return False
 
     def release(self, item: Item) -> None:
         with self._cond:

@@ -196,6 +196,25 @@ def test_sigterm_past_the_deadline_names_every_event_left(start: Launch,
     [summary] = [x for x in lines if x.get("error") == "drain timeout: events left"]
     assert summary["dropped"] == accepted - 1 and summary["running"] == 1
 
+def test_an_event_no_rule_matches_is_accepted_when_the_queue_is_full(
+        start: Launch, tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server = start(f"""
+        - rule: Slow
+          match: {{rules: ["Terminal shell in container"]}}
+          actions:
+            - {{action: slow, actionner: test:record,
+               parameters: {{file: "{out}", sleep: 3}}}}
+        """, "queue_size: 1\nshutdown_timeout_seconds: 0.3\n")
+    statuses = [server.post(event(output=f"o{i}")) for i in range(4)]
+    assert statuses[-1] == 503  # the matched events filled the queue
+    other = event(rule="Read sensitive file untrusted", output="cat /etc/shadow")
+    assert [server.post(other) for _ in range(3)] == [200] * 3  # nothing to run: no place
+    _, text = server.request("GET", "/metrics")
+    assert re.search(rb'event_total\{event="Read sensitive file untrusted",'
+                     rb'priority="Warning",source="syscall"\} 3\.0', text)
+
+
 def test_invalid_rules_exit_1(start: Launch, tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="server exited 1"):
         start("- rule: R\n  actions: [{action: a, actionner: nope:x}]\n")
