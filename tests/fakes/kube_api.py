@@ -62,7 +62,6 @@ Client quirks these fakes made visible (kubernetes 36.x, websocket-client 1.9):
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import ssl
@@ -79,7 +78,7 @@ from tests.fakes import kube_http, kube_pods, kube_ws
 from tests.fakes import kube_resources as kr
 from tests.fakes import kube_store as ks
 from tests.fakes.kube_http import RecordedRequest, Response, Route, json_response
-from tests.fakes.kube_resources import JSON, ResourceDef
+from tests.fakes.kube_resources import JSON, ResourceDef, clone
 from tests.fakes.kube_ws import ExecCall, ExecHandler
 
 __all__ = ["Deletion", "Eviction", "ExecCall", "FakeKubeAPI", "RecordedRequest", "kube_api",
@@ -423,7 +422,7 @@ class FakeKubeAPI:
         if fault is None:
             return
         if fault.status is not None:
-            raise kr.ApiError(copy.deepcopy(fault.status))
+            raise kr.ApiError(clone(fault.status))
         user = fault.user or DEFAULT_USER
         if route is None:
             raise kr.ApiError(kr.status_body(
@@ -471,7 +470,7 @@ class FakeKubeAPI:
             stored = ks.select(self.store.items(rd, route.namespace, copies=False),
                                request.param("labelSelector"), request.param("fieldSelector"),
                                rd)
-            items = [copy.deepcopy(o) for o in kube_http.paginate(stored, request, meta)]
+            items = [clone(o) for o in kube_http.paginate(stored, request, meta)]
         if not rd.custom:  # typed lists do not repeat apiVersion/kind per item
             for item in items:
                 item.pop("apiVersion", None)
@@ -534,7 +533,7 @@ class FakeKubeAPI:
     def _fire(self, verb: str, rd: ResourceDef, obj: JSON) -> None:
         for hook in list(self._hooks):
             try:
-                hook(verb, rd.qualified, copy.deepcopy(obj))
+                hook(verb, rd.qualified, clone(obj))
             except Exception:  # noqa: BLE001 - a broken hook is reported, not fatal
                 self.errors.append(traceback.format_exc())
 

@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from tests.fakes.kube_resources import clone
 
 MERGE_KEYS: dict[str, str] = {
     "containers": "name",
@@ -62,7 +63,7 @@ def json_patch(doc: Any, operations: Any) -> Any:
             f"json: cannot unmarshal {kind} into Go value of type jsonpatch.Patch",
             bad_request=True,
         )
-    result = copy.deepcopy(doc)
+    result = clone(doc)
     for operation in operations:
         result = _apply_operation(result, operation)
     return result
@@ -74,12 +75,12 @@ def _apply_operation(doc: Any, operation: dict[str, Any]) -> Any:
     if not isinstance(path, str):
         raise PatchError(f"{kind} operation missing path field")
     if kind == "add":
-        return _add(doc, path, copy.deepcopy(operation.get("value")))
+        return _add(doc, path, clone(operation.get("value")))
     if kind == "remove":
         _remove(doc, path)
         return doc
     if kind == "replace":
-        return _replace(doc, path, copy.deepcopy(operation.get("value")))
+        return _replace(doc, path, clone(operation.get("value")))
     if kind == "test":
         _test(doc, path, operation.get("value"))
         return doc
@@ -203,7 +204,7 @@ def _move_or_copy(doc: Any, kind: str, source: Any, path: str) -> Any:
         value = _child(container, key)
         if value is _MISSING:
             raise PatchError(f"copy operation does not apply: doc is missing from path: {source}")
-        value = copy.deepcopy(value)
+        value = clone(value)
     return _add(doc, path, value)
 
 
@@ -213,8 +214,8 @@ def _move_or_copy(doc: Any, kind: str, source: Any, path: str) -> Any:
 def merge_patch(doc: Any, patch: Any) -> Any:
     """Apply a JSON Merge Patch and return the merged copy."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(doc) if isinstance(doc, dict) else {}
+        return clone(patch)
+    result = clone(doc) if isinstance(doc, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -240,7 +241,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any
         return None
     if directive == "replace":
         return _strip(patch)
-    result = copy.deepcopy(original)
+    result = clone(original)
     for key, value in patch.items():
         if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
             continue
@@ -270,13 +271,13 @@ def _merge_field(result: dict[str, Any], key: str, value: Any) -> None:
 
 def _merge_list(field: str, original: list[Any], patch: list[Any]) -> list[Any]:
     if field in PRIMITIVE_MERGE:
-        return copy.deepcopy(original) + [item for item in patch if item not in original]
+        return clone(original) + [item for item in patch if item not in original]
     key = _merge_key(field, original + patch)
     if key is None:
         return _strip(patch)
     if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
         return [_strip(item) for item in patch if not _is_directive_only(item)]
-    result = copy.deepcopy(original)
+    result = clone(original)
     for item in patch:
         _merge_item(result, key, item)
     return result
@@ -319,4 +320,4 @@ def _strip(value: Any) -> Any:
         return {k: _strip(v) for k, v in value.items() if not k.startswith("$")}
     if isinstance(value, list):
         return [_strip(v) for v in value]
-    return copy.deepcopy(value)
+    return clone(value)

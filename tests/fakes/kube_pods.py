@@ -7,7 +7,6 @@ exec/attach query decoding, and what a DELETE of a pod or namespace answers.
 
 from __future__ import annotations
 
-import copy
 import secrets
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.fakes.kube_resources import (
     PODS,
     ResourceDef,
     bad_request,
+    clone,
     internal_error,
     pdb_refusal,
 )
@@ -120,7 +120,7 @@ def exec_request(request: kube_http.RecordedRequest, route: kube_http.Route,
 
 def deleted_view(rd: ResourceDef, obj: JSON, grace: int | None) -> JSON:
     """The object a DELETE answers: a graceful pod or a namespace shows its pending end."""
-    view = copy.deepcopy(obj)
+    view = clone(obj)
     meta = view["metadata"]
     if rd.resource == "pods":
         if grace is None:

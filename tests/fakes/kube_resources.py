@@ -9,8 +9,23 @@ AlreadyExists, Conflict, Invalid, Forbidden, ...) so callers can be tested again
 
 from __future__ import annotations
 
+import copy
+import marshal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def clone(value: T) -> T:
+    """A deep copy of JSON data (dicts, lists, strings, numbers, booleans, None) by a
+    marshal round trip, several times cheaper than copy.deepcopy, which was most of the
+    fake's CPU per stored object; anything else still goes through deepcopy."""
+    try:
+        copied: T = marshal.loads(marshal.dumps(value))
+    except ValueError:
+        return copy.deepcopy(value)
+    return copied
 
 JSON = dict[str, Any]
 

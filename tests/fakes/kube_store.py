@@ -8,7 +8,6 @@ subresources, the three PATCH media types, delete preconditions and dry runs.
 
 from __future__ import annotations
 
-import copy
 import re
 import secrets
 import threading
@@ -25,6 +24,7 @@ from tests.fakes.kube_resources import (
     ResourceDef,
     already_exists,
     bad_request,
+    clone,
     conflict,
     invalid,
     not_found,
@@ -216,7 +216,7 @@ class Store:
     def find(self, rd: ResourceDef, namespace: str | None, name: str) -> JSON | None:
         with self.lock:
             obj = self._objects.get(self.key(rd, namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return clone(obj) if obj is not None else None
 
     def get(self, rd: ResourceDef, namespace: str | None, name: str) -> JSON:
         obj = self.find(rd, namespace, name)
@@ -233,18 +233,18 @@ class Store:
             keys = sorted(k for k in bucket if namespace is None or k[2] == namespace)
             if not copies:
                 return [bucket[k] for k in keys]
-            return [copy.deepcopy(bucket[k]) for k in keys]
+            return [clone(bucket[k]) for k in keys]
 
     def seed(self, rd: ResourceDef, obj: JSON) -> JSON:
         """Store `obj` as given (overwriting), filling server-set metadata."""
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         if rd.namespaced:
             meta.setdefault("namespace", "default")
         with self.lock:
             self._stamp(rd, obj, meta.get("uid"), meta.get("creationTimestamp"))
             self._objects[self.key(rd, meta.get("namespace"), meta["name"])] = obj
-            return copy.deepcopy(obj)
+            return clone(obj)
 
     def _stamp(self, rd: ResourceDef, obj: JSON, uid: str | None, created: str | None) -> None:
         obj["apiVersion"], obj["kind"] = rd.group_version, rd.kind
@@ -296,10 +296,10 @@ class Store:
         if dry_run:
             self._rv = rv
             obj["metadata"]["resourceVersion"] = old_meta.get("resourceVersion", "")
-            return copy.deepcopy(obj)
+            return clone(obj)
         meta = obj["metadata"]
         self._objects[self.key(rd, meta.get("namespace"), meta["name"])] = obj
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def replace(self, rd: ResourceDef, namespace: str | None, name: str, body: Any, *,
                 subresource: str | None = None, dry_run: bool = False) -> JSON:
@@ -360,20 +360,20 @@ class Store:
             if not dry_run:
                 del self._objects[key]
                 self._bump()
-            return copy.deepcopy(obj)
+            return clone(obj)
 
     def put(self, rd: ResourceDef, obj: JSON) -> JSON:
         """Store a modified copy of an existing object, bumping its resourceVersion."""
         with self.lock:
             meta = obj["metadata"]
             old = self._objects.get(self.key(rd, meta.get("namespace"), meta["name"]))
-            return self._commit(rd, copy.deepcopy(obj), old, False)
+            return self._commit(rd, clone(obj), old, False)
 
 
 def _as_object(body: Any) -> JSON:
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
-    return copy.deepcopy(body)
+    return clone(body)
 
 
 def _check_preconditions(rd: ResourceDef, name: str, obj: JSON,
@@ -407,17 +407,17 @@ def _apply_subresource(rd: ResourceDef, subresource: str | None, old: JSON,
                        new: JSON) -> JSON:
     """What an update through the main resource or a subresource may change."""
     if subresource is None:
-        merged = copy.deepcopy(new)
+        merged = clone(new)
         if "status" in rd.subresources:
-            merged["status"] = copy.deepcopy(old.get("status", {}))
+            merged["status"] = clone(old.get("status", {}))
         return merged
-    merged = copy.deepcopy(old)
+    merged = clone(old)
     if subresource == "status":
-        merged["status"] = copy.deepcopy(new.get("status", {}))
+        merged["status"] = clone(new.get("status", {}))
     elif subresource == "ephemeralcontainers":
         wanted = (new.get("spec") or {}).get("ephemeralContainers") or []
         _check_ephemeral(rd, old, wanted)
-        merged.setdefault("spec", {})["ephemeralContainers"] = copy.deepcopy(wanted)
+        merged.setdefault("spec", {})["ephemeralContainers"] = clone(wanted)
     return merged
 
 
