@@ -198,7 +198,9 @@ class LeaseBackend:
 class LeaseSweeper:
     """Deletes expired dedup Leases: a full pass over them every `interval` seconds, one
     page of `batch` Leases at a time, the pages spread over the interval (a page every
-    `interval / max_batches` s), so that neither the API server nor Talon gets a burst."""
+    `interval / max_batches` s) and, in the background, the deletions of a page spread
+    over that time too (one every `interval / max_batches / batch` s: at most 100 a second
+    by default), so that neither the API server nor the claims waiting on it get a burst."""
 
     def __init__(self, kube: Kube, namespace: str, *, interval: float = 10.0,
                  batch: int = 100, max_batches: int = 10, timeout: float = 10.0,
@@ -220,24 +222,31 @@ class LeaseSweeper:
 
     def _loop(self) -> None:
         token: str | None = None
-        while not self._stop.wait(self.interval / self.max_batches):
+        every = self.interval / self.max_batches
+        while not self._stop.wait(every):
             try:
-                _deleted, token = self.sweep_page(token)
+                _deleted, token = self.sweep_page(token, pace=every / self.batch)
             except Exception as exc:  # noqa: BLE001 - a failed page is tried again next time
                 token = None
                 log.emit(logger, logging.WARNING, "dedup", result="sweep failed",
                          namespace=self.namespace, error=api_error(exc))
 
-    def sweep_page(self, token: str | None = None) -> tuple[int, str | None]:
-        """Delete the expired Leases of one page (`token` continues a pass); (how many, the
-        token of the next page, None once the pass is over)."""
+    def sweep_page(self, token: str | None = None, *,
+                   pace: float = 0.0) -> tuple[int, str | None]:
+        """Delete the expired Leases of one page (`token` continues a pass), `pace` seconds
+        apart; (how many, the token of the next page, None once the pass is over)."""
         query = [("labelSelector", f"{LABEL}=true"), ("limit", self.batch)]
         if token:
             query.append(("continue", token))
         response = self.kube.call("GET", lease_path(self.namespace), query=query,
                                   timeout=self.timeout)
         page = json.loads(response.data)
-        deleted = sum(self._delete_if_expired(lease) for lease in page.get("items", []))
+        deleted = 0
+        for lease in page.get("items", []):
+            if self._delete_if_expired(lease):
+                deleted += 1
+                if pace and self._stop.wait(pace):
+                    break
         return deleted, (page.get("metadata") or {}).get("continue") or None
 
     def sweep(self) -> int:

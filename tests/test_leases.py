@@ -21,6 +21,7 @@ delete preconditions. Behaviours covered:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -199,6 +200,23 @@ def test_the_sweeper_ignores_conflicts_and_gone_leases(kube_api: FakeKubeAPI, ap
     assert LeaseSweeper(api, NS).sweep() == 0
     assert len(kube_api.requests_for("DELETE")) == 2
     assert kube_api.get("leases", NS, "renewed", api_version="coordination.k8s.io/v1")
+
+
+def test_the_background_sweeper_spreads_a_pages_deletions(kube_api: FakeKubeAPI,
+                                                           api: Any) -> None:
+    for i in range(4):
+        stored_lease(kube_api, f"old-{i}", time.time() - 60)
+    sweeper = LeaseSweeper(api, NS, interval=0.5, batch=5, max_batches=1)  # 0.1 s apart
+    sweeper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(kube_api.requests_for("DELETE")) < 4:
+            assert time.monotonic() < deadline, "the expired Leases were not swept"
+            time.sleep(0.02)
+    finally:
+        sweeper.stop()
+    stamps = [r.received for r in kube_api.requests_for("DELETE")]
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(stamps)), stamps
 
 
 def test_the_sweeper_runs_in_the_background(kube_api: FakeKubeAPI, api: Any) -> None:
