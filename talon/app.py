@@ -455,7 +455,8 @@ def _dedup_backend(settings: Settings, kube: Callable[[], Any] | None,
     log.emit(logger, logging.INFO, "init", category="deduplication",
              result=f"cluster-wide through Leases in the namespace '{namespace}'",
              holder=backend.identity, window=dd.time_window_seconds)
-    return backend, LeaseSweeper(api, namespace, interval=min(10.0, dd.time_window_seconds))
+    return backend, LeaseSweeper(api, namespace, interval=min(10.0, dd.time_window_seconds),
+                                 owned=backend.owned)
 
 
 def _needs_kubernetes(ruleset: RuleSet, registry: Registry, notifiers: list[str]) -> bool:

@@ -11,13 +11,16 @@ API server (etcd) decides which one acts. `LeaseBackend.first_seen(key, window)`
   least once, never zero times), counted and warned about at most once a minute per reason;
   a wait under the client rate limit (`kubernetes.qps`) counts against `timeout` too.
 `LeaseSweeper` deletes expired dedup Leases in the background, in bounded batches, each
-with a resourceVersion precondition so that a Lease renewed meanwhile survives.
+with a resourceVersion precondition so that a Lease renewed meanwhile survives: those this
+replica holds one by one as they expire (no list, so the sweep keeps up with any claim
+rate), the others (of replicas gone) through a listing pass every 10 s at most.
 Expiry compares the Lease's renewTime (wall clock) with this host's clock: keep the
 replicas' clocks in sync (NTP), as for any Lease holder.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -88,6 +91,40 @@ def _reason(exc: BaseException) -> str:
     return "unreachable"
 
 
+class OwnedLeases:
+    """The Leases this replica created or took over, by expiry (Unix time), with the
+    resourceVersion it wrote: the sweeper deletes each one once it has expired, without
+    listing the namespace. Bounded: past `max_entries`, a Lease is left to the listing
+    sweep."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._heap: list[tuple[float, str, str]] = []
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def add(self, expires: float, name: str, response: Any) -> None:
+        """Track the Lease an API answer (`response.data`, the stored Lease) describes."""
+        try:
+            version = str(json.loads(response.data)["metadata"]["resourceVersion"])
+        except (ValueError, TypeError, KeyError):
+            return  # left to the listing sweep
+        with self._lock:
+            if len(self._heap) < self._max:
+                heapq.heappush(self._heap, (expires, name, version))
+
+    def due(self, before: float, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` (name, resourceVersion) of Leases expired before `before`."""
+        found: list[tuple[str, str]] = []
+        with self._lock:
+            while self._heap and self._heap[0][0] <= before and len(found) < limit:
+                _, name, version = heapq.heappop(self._heap)
+                found.append((name, version))
+        return found
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
 class LeaseBackend:
     """The dedup backend shared by all workers: Lease claims with a local memory."""
 
@@ -101,6 +138,8 @@ class LeaseBackend:
         self._known: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._warned: dict[str, float] = {}
+        self.owned = OwnedLeases(max_entries)
+        """The Leases this replica holds, for `LeaseSweeper` to delete once expired."""
 
     def name_of(self, key: str) -> str:
         return f"{self.prefix}-{key}"
@@ -160,9 +199,11 @@ class LeaseBackend:
     def _claim(self, key: str, window: float, deadline: float) -> Claim:
         name, now = self.name_of(key), self._wall()
         body = self._body(name, window, now)
+        expires = now + body["spec"]["leaseDurationSeconds"]
         try:
-            self.kube.call("POST", lease_path(self.namespace), body=body,
-                           timeout=self._left(deadline)).release_conn()
+            created = self.kube.call("POST", lease_path(self.namespace), body=body,
+                                     timeout=self._left(deadline))
+            self.owned.add(expires, name, created)
             return Claim("first", expires_in=window)
         except Exception as exc:
             if getattr(exc, "status", None) != 409:
@@ -170,17 +211,18 @@ class LeaseBackend:
         response = self.kube.call("GET", lease_path(self.namespace, name),
                                   timeout=self._left(deadline))
         current = json.loads(response.data)
-        expires = expiry_of(current)
-        if expires > now:
-            return Claim("duplicate", expires_in=expires - now)
+        held_until = expiry_of(current)
+        if held_until > now:
+            return Claim("duplicate", expires_in=held_until - now)
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         try:
-            self.kube.call("PUT", lease_path(self.namespace, name), body=body,
-                           timeout=self._left(deadline)).release_conn()
+            taken = self.kube.call("PUT", lease_path(self.namespace, name), body=body,
+                                   timeout=self._left(deadline))
         except Exception as exc:
             if getattr(exc, "status", None) == 409:
                 return Claim("duplicate", expires_in=window)
             raise
+        self.owned.add(expires, name, taken)
         return Claim("first", expires_in=window)
 
     def _warn(self, reason: str, exc: BaseException) -> None:
@@ -196,17 +238,25 @@ class LeaseBackend:
 
 
 class LeaseSweeper:
-    """Deletes expired dedup Leases: a full pass over them every `interval` seconds, one
-    page of `batch` Leases at a time, the pages spread over the interval (a page every
-    `interval / max_batches` s) and, in the background, the deletions of a page spread
-    over that time too (one every `interval / max_batches / batch` s: at most 100 a second
-    by default), so that neither the API server nor the claims waiting on it get a burst."""
+    """Deletes expired dedup Leases, in the background:
+
+    - the Leases this replica holds (`owned`), each once it has expired, every `tick`
+      seconds, at most `batch` at a time: one DELETE per Lease and no listing, whatever
+      the rate of claims;
+    - the others (those of replicas gone, or held past `owned`'s bound) by listing: a full
+      pass every `interval` seconds, one page of `batch` Leases at a time, the pages
+      `interval / max_batches` s apart and the deletions of a page spread over that time,
+      so that neither the API server nor the claims waiting on it get a burst.
+    Each DELETE carries the resourceVersion last seen (a Lease renewed or taken over
+    meanwhile survives: 404 and 409 are ignored)."""
 
     def __init__(self, kube: Kube, namespace: str, *, interval: float = 10.0,
-                 batch: int = 100, max_batches: int = 10, timeout: float = 10.0,
+                 batch: int = 500, max_batches: int = 10, timeout: float = 10.0,
+                 owned: OwnedLeases | None = None, tick: float = 0.1,
                  wall: Callable[[], float] = time.time) -> None:
         self.kube, self.namespace, self.interval = kube, namespace, interval
         self.batch, self.max_batches, self.timeout, self._wall = batch, max_batches, timeout, wall
+        self.owned, self.tick = owned, tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -221,15 +271,28 @@ class LeaseSweeper:
             self._thread.join(self.timeout + 1)
 
     def _loop(self) -> None:
-        token: str | None = None
         every = self.interval / self.max_batches
-        while not self._stop.wait(every):
+        token: str | None = None
+        pass_started = next_page = -self.interval
+        while not self._stop.wait(min(self.tick, every)):
+            now = time.monotonic()
             try:
-                _deleted, token = self.sweep_page(token, pace=every / self.batch)
-            except Exception as exc:  # noqa: BLE001 - a failed page is tried again next time
+                self.sweep_owned()
+                if now >= next_page and (token or now - pass_started >= self.interval):
+                    pass_started = pass_started if token else now
+                    next_page = now + every
+                    _deleted, token = self.sweep_page(token, pace=every / self.batch)
+            except Exception as exc:  # noqa: BLE001 - tried again next time
                 token = None
                 log.emit(logger, logging.WARNING, "dedup", result="sweep failed",
                          namespace=self.namespace, error=api_error(exc))
+
+    def sweep_owned(self) -> int:
+        """Delete the expired Leases of `owned` (at most `batch`); how many."""
+        if self.owned is None:
+            return 0
+        due = self.owned.due(self._wall() - SWEEP_GRACE, self.batch)
+        return sum(self._delete(name, version) for name, version in due)
 
     def sweep_page(self, token: str | None = None, *,
                    pace: float = 0.0) -> tuple[int, str | None]:
@@ -263,9 +326,12 @@ class LeaseSweeper:
         if expiry_of(lease) + SWEEP_GRACE > self._wall():
             return False
         meta = lease["metadata"]
-        body = {"preconditions": {"resourceVersion": meta["resourceVersion"]}}
+        return self._delete(meta["name"], meta["resourceVersion"])
+
+    def _delete(self, name: str, version: str) -> bool:
+        body = {"preconditions": {"resourceVersion": version}}
         try:
-            self.kube.call("DELETE", lease_path(self.namespace, meta["name"]), body=body,
+            self.kube.call("DELETE", lease_path(self.namespace, name), body=body,
                            timeout=self.timeout).release_conn()
         except Exception as exc:
             if getattr(exc, "status", None) in (404, 409):

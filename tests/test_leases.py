@@ -202,6 +202,45 @@ def test_the_sweeper_ignores_conflicts_and_gone_leases(kube_api: FakeKubeAPI, ap
     assert kube_api.get("leases", NS, "renewed", api_version="coordination.k8s.io/v1")
 
 
+def test_held_leases_are_deleted_once_expired_without_listing(kube_api: FakeKubeAPI,
+                                                              api: Any) -> None:
+    mine = backend(api)
+    assert mine.first_seen(KEY, 2) is True
+    version = lease(kube_api)["metadata"]["resourceVersion"]
+    sweeper = LeaseSweeper(api, NS, owned=mine.owned)
+    assert sweeper.sweep_owned() == 0  # not expired yet
+    sweeper = LeaseSweeper(api, NS, owned=mine.owned, wall=lambda: time.time() + 60)
+    assert sweeper.sweep_owned() == 1
+    [delete] = kube_api.requests_for("DELETE")
+    assert delete.path == f"{PATH}/falco-talon-{KEY}"
+    assert delete.body["preconditions"] == {"resourceVersion": version}
+    assert kube_api.requests_for("GET", PATH) == []  # no list
+    assert not kube_api.list("leases", NS, api_version="coordination.k8s.io/v1")
+    assert sweeper.sweep_owned() == 0 and len(mine.owned) == 0
+
+
+def test_a_held_lease_taken_over_meanwhile_survives(kube_api: FakeKubeAPI, api: Any) -> None:
+    mine = backend(api)
+    assert mine.first_seen(KEY, 2) is True
+    other = backend(api, identity="replica-b", skew=30)  # its clock: after the expiry
+    assert other.first_seen(KEY, 2) is True  # an update taking the expired Lease over
+    sweeper = LeaseSweeper(api, NS, owned=mine.owned, wall=lambda: time.time() + 10)
+    assert sweeper.sweep_owned() == 0  # 409: the resourceVersion moved on
+    assert lease(kube_api)["spec"]["holderIdentity"] == "replica-b"
+
+
+def test_the_listing_sweep_lists_once_a_pass(kube_api: FakeKubeAPI, api: Any) -> None:
+    stored_lease(kube_api, "live", time.time())
+    sweeper = LeaseSweeper(api, NS, interval=0.5, max_batches=5)  # a page every 0.1 s
+    sweeper.start()
+    try:
+        time.sleep(1.2)
+    finally:
+        sweeper.stop()
+    lists = kube_api.requests_for("GET", PATH)
+    assert 2 <= len(lists) <= 4  # one page holds them all: a pass every 0.5 s, not 12
+
+
 def test_the_background_sweeper_spreads_a_pages_deletions(kube_api: FakeKubeAPI,
                                                            api: Any) -> None:
     for i in range(4):

@@ -27,6 +27,7 @@ process started here is stopped here.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import statistics
@@ -61,7 +62,7 @@ FALCO_RULE = "Terminal shell in container"
 def fake_api(pods: int, record: Path, kubeconfig: Path) -> None:
     from tests.fakes.kube_api import FakeKubeAPI
 
-    fake = FakeKubeAPI()
+    fake = FakeKubeAPI(keep_requests=False)
     for i in range(pods):
         fake.add({"apiVersion": "v1", "kind": "Pod",
                   "metadata": {"name": f"pod-{i}", "namespace": NAMESPACE,
@@ -80,6 +81,7 @@ def fake_api(pods: int, record: Path, kubeconfig: Path) -> None:
             os.write(fd, f"{time.time():.6f} {verb} {name}\n".encode())
 
     fake.on_write(on_write)
+    gc.freeze()  # the seeded pods are long-lived: the fake's collections skip them
     fake.start()
     fake.kubeconfig(kubeconfig, namespace=NAMESPACE)
     stop = threading.Event()

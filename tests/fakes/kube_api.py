@@ -145,8 +145,12 @@ class FakeKubeAPI:
     """The fake server plus its seeding, scripting and inspection helpers."""
 
     def __init__(self, *, token: str | None = DEFAULT_TOKEN,
-                 require_namespaces: bool = False, tls: ssl.SSLContext | None = None) -> None:
+                 require_namespaces: bool = False, tls: ssl.SSLContext | None = None,
+                 keep_requests: bool = True) -> None:
         self.token = token
+        self.keep_requests = keep_requests
+        """Record every request for `requests` (benchmarks that run for long turn it off:
+        the record grows without bound and the collector walks it)."""
         self.tls = tls
         """A server-side TLS context: serve https (handshake on accept) instead of http."""
         """Bearer token the requests must carry (None: no authentication)."""
@@ -381,7 +385,8 @@ class FakeKubeAPI:
         """Answer one request (called on the server's handler thread)."""
         request = kube_http.read_request(handler)
         with self._lock:
-            self._requests.append(request)
+            if self.keep_requests:
+                self._requests.append(request)
             seconds = sum(d.seconds for d in self._delays if d.take(request))
             hang_up = any(h.take(request) for h in self._hangups)
         if hang_up:
