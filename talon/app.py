@@ -456,7 +456,7 @@ def _dedup_backend(settings: Settings, kube: Callable[[], Any] | None,
              result=f"cluster-wide through Leases in the namespace '{namespace}'",
              holder=backend.identity, window=dd.time_window_seconds)
     return backend, LeaseSweeper(api, namespace, interval=min(10.0, dd.time_window_seconds),
-                                 owned=backend.owned)
+                                 owned=backend.owned, pass_interval=60.0)
 
 
 def _needs_kubernetes(ruleset: RuleSet, registry: Registry, notifiers: list[str]) -> bool:

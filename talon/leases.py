@@ -12,8 +12,9 @@ API server (etcd) decides which one acts. `LeaseBackend.first_seen(key, window)`
   a wait under the client rate limit (`kubernetes.qps`) counts against `timeout` too.
 `LeaseSweeper` deletes expired dedup Leases in the background, in bounded batches, each
 with a resourceVersion precondition so that a Lease renewed meanwhile survives: those this
-replica holds one by one as they expire (no list, so the sweep keeps up with any claim
-rate), the others (of replicas gone) through a listing pass every 10 s at most.
+replica holds one by one as they expire (checked 10 times a second, without listing, so
+the sweep keeps up with any claim rate), the others (of replicas gone) through a listing
+pass every minute.
 Expiry compares the Lease's renewTime (wall clock) with this host's clock: keep the
 replicas' clocks in sync (NTP), as for any Lease holder.
 """
@@ -244,19 +245,23 @@ class LeaseSweeper:
       seconds, at most `batch` at a time: one DELETE per Lease and no listing, whatever
       the rate of claims;
     - the others (those of replicas gone, or held past `owned`'s bound) by listing: a full
-      pass every `interval` seconds, one page of `batch` Leases at a time, the pages
-      `interval / max_batches` s apart and the deletions of a page spread over that time,
-      so that neither the API server nor the claims waiting on it get a burst.
+      pass every `pass_interval` seconds (default 60: only replicas gone leave such Leases
+      behind, and a pass reads every live Lease too), one page of `batch` Leases at a
+      time, the pages `interval / max_batches` s apart and the deletions of a page spread
+      over that time, so that neither the API server nor the claims waiting on it get a
+      burst.
     Each DELETE carries the resourceVersion last seen (a Lease renewed or taken over
     meanwhile survives: 404 and 409 are ignored)."""
 
     def __init__(self, kube: Kube, namespace: str, *, interval: float = 10.0,
-                 batch: int = 500, max_batches: int = 10, timeout: float = 10.0,
+                 batch: int = 100, max_batches: int = 10, timeout: float = 10.0,
                  owned: OwnedLeases | None = None, tick: float = 0.1,
+                 pass_interval: float | None = None,
                  wall: Callable[[], float] = time.time) -> None:
         self.kube, self.namespace, self.interval = kube, namespace, interval
         self.batch, self.max_batches, self.timeout, self._wall = batch, max_batches, timeout, wall
         self.owned, self.tick = owned, tick
+        self.pass_interval = interval if pass_interval is None else pass_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -273,12 +278,12 @@ class LeaseSweeper:
     def _loop(self) -> None:
         every = self.interval / self.max_batches
         token: str | None = None
-        pass_started = next_page = -self.interval
+        pass_started = next_page = -self.pass_interval
         while not self._stop.wait(min(self.tick, every)):
             now = time.monotonic()
             try:
                 self.sweep_owned()
-                if now >= next_page and (token or now - pass_started >= self.interval):
+                if now >= next_page and (token or now - pass_started >= self.pass_interval):
                     pass_started = pass_started if token else now
                     next_page = now + every
                     _deleted, token = self.sweep_page(token, pace=every / self.batch)
