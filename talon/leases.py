@@ -278,7 +278,8 @@ class LeaseSweeper:
     def _loop(self) -> None:
         every = self.interval / self.max_batches
         token: str | None = None
-        pass_started = next_page = -self.pass_interval
+        pass_started = next_page = time.monotonic()  # the first pass one pass_interval in:
+        # replicas restarting together do not all list at once, and nothing is urgent
         while not self._stop.wait(min(self.tick, every)):
             now = time.monotonic()
             try:
