@@ -31,6 +31,7 @@ its ApiClient then fails to decode).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import select
@@ -199,27 +200,14 @@ class Transport:
             raise _api_exception(response)
         return response
 
-    # the client's method names
-    def GET(self, url: str, **kwargs: Any) -> Response:
-        return self.request("GET", url, **kwargs)
-
-    def HEAD(self, url: str, **kwargs: Any) -> Response:
-        return self.request("HEAD", url, **kwargs)
-
-    def OPTIONS(self, url: str, **kwargs: Any) -> Response:
-        return self.request("OPTIONS", url, **kwargs)
-
-    def DELETE(self, url: str, **kwargs: Any) -> Response:
-        return self.request("DELETE", url, **kwargs)
-
-    def POST(self, url: str, **kwargs: Any) -> Response:
-        return self.request("POST", url, **kwargs)
-
-    def PUT(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PUT", url, **kwargs)
-
-    def PATCH(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PATCH", url, **kwargs)
+    # the client's method names: GET(url, headers=..., _request_timeout=...) and so on
+    GET = functools.partialmethod(request, "GET")
+    HEAD = functools.partialmethod(request, "HEAD")
+    OPTIONS = functools.partialmethod(request, "OPTIONS")
+    DELETE = functools.partialmethod(request, "DELETE")
+    POST = functools.partialmethod(request, "POST")
+    PUT = functools.partialmethod(request, "PUT")
+    PATCH = functools.partialmethod(request, "PATCH")
 
     def close(self) -> None:
         """Close the idle connections (those in use are closed when given back)."""
