@@ -89,6 +89,23 @@ def test_a_merge_patch_body_is_sent_as_strategic_merge(client: kube.Kube,
     assert read_pod(client)["metadata"]["labels"] == {"app": "web", "a": "b"}
 
 
+def test_call_picks_up_a_rotated_token_within_a_second(client: kube.Kube,
+                                                       kube_api: FakeKubeAPI) -> None:
+    from kubernetes.client.exceptions import UnauthorizedException
+
+    path = kube.pod_path("shop", "web-1")
+    assert client.call("GET", path).status == 200
+    kube_api.token = "rotated"  # the API server now wants the new token
+    client.api_client.configuration.refresh_api_key_hook = \
+        lambda c: c.api_key.update(BearerToken="Bearer rotated")  # what a refresh reads
+    with pytest.raises(UnauthorizedException):
+        client.call("GET", path)  # the headers asked for less than a second ago
+    stamp, headers = client._auth
+    client._auth = (stamp - kube.AUTH_REFRESH_SECONDS, headers)  # a second later
+    assert client.call("GET", path).status == 200
+    assert kube_api.requests[-1].headers["authorization"] == "Bearer rotated"
+
+
 def test_api_errors_keep_the_clients_exceptions(client: kube.Kube,
                                                 kube_api: FakeKubeAPI) -> None:
     from kubernetes.client.exceptions import ApiException, NotFoundException, ServiceException
@@ -257,6 +274,17 @@ def test_chunked_and_close_delimited_bodies() -> None:
     for _ in range(4):
         assert json.loads(transport.GET(url, _request_timeout=(2, 2)).data) == POD
     assert server.connections == 2  # reused after chunked answers; a new one after a close
+
+
+def test_a_head_longer_than_one_read_is_read_line_by_line() -> None:
+    pod = json.dumps(POD).encode()
+    big = b"X-Audit: " + b"a" * 20000 + b"\r\n"
+    server = Scripted([b"HTTP/1.1 200 OK\r\n" + big + b"Content-Length: %d\r\n\r\n%s"
+                       % (len(pod), pod)])
+    answer = server.transport().GET(f"http://127.0.0.1:{server.port}/api/v1/pods/x",
+                                    _request_timeout=(2, 2))
+    assert json.loads(answer.data) == POD
+    assert answer.getheader("X-Audit") == "a" * 20000
 
 
 def test_a_truncated_body_is_a_connection_error() -> None:

@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from talon.names import check_name as check_name
 from talon.names import is_name as is_name
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+AUTH_REFRESH_SECONDS = 1.0
 
 
 class KubeConfigError(TalonError):
@@ -73,6 +75,7 @@ class Kube:
     limiter: TokenBucket | None = None
     """The client rate limit (`kubernetes.qps`), also applied to `call`."""
     _apis: dict[str, Any] = field(default_factory=dict)
+    _auth: tuple[float, dict[str, str]] = (-AUTH_REFRESH_SECONDS, {})
 
     def call(self, method: str, path: str, *, body: Any = None, query: Any = None,
              content_type: str = "application/json", timeout: Any = None) -> Any:
@@ -85,8 +88,7 @@ class Kube:
 
         api = self.api_client
         headers = {**api.default_headers, "Accept": "application/json",
-                   "Content-Type": content_type}
-        api.update_params_for_auth(headers, [], ["BearerToken"])
+                   "Content-Type": content_type, **self._auth_headers()}
         if self.limiter is not None:
             self.limiter.acquire()
         try:
@@ -105,6 +107,18 @@ class Kube:
 
             self._apis[name] = getattr(client, name)(self.api_client)
         return self._apis[name]
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The authentication headers of `call`, from the client's settings, which run its
+        refresh hook (expiring tokens, exec plug-ins, the rotated service account token):
+        asked again at most every AUTH_REFRESH_SECONDS rather than on every request."""
+        stamp, headers = self._auth
+        now = time.monotonic()
+        if now - stamp >= AUTH_REFRESH_SECONDS:
+            headers = {}
+            self.api_client.update_params_for_auth(headers, [], ["BearerToken"])
+            self._auth = (now, headers)
+        return headers
 
     @property
     def core(self) -> Any:

@@ -359,8 +359,13 @@ def _read_response(conn: _Conn, method: str, deadline: _Deadline) -> tuple[Respo
     """(the response, whether the connection may be used again)."""
     while True:
         conn.sock.settimeout(deadline.next())
-        version, status, reason = _status_line(conn.reader)
-        headers = _headers(conn.reader)
+        lines = _buffered_head(conn.reader)
+        if lines is None:  # a head longer than the buffer, or one arriving in pieces
+            version, status, reason = _status_line(_line(conn.reader))
+            headers = _headers(iter(functools.partial(_line, conn.reader), None))
+        else:
+            version, status, reason = _status_line(lines[0])
+            headers = _headers(iter(lines[1:]))
         if status >= 200 or status == 101:
             break  # 1xx interim answers (100 Continue) are skipped
     keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
@@ -389,8 +394,18 @@ def _line(reader: Any) -> bytes:
     return line
 
 
-def _status_line(reader: Any) -> tuple[str, int, str]:
-    line = _line(reader)
+def _buffered_head(reader: Any) -> list[bytes] | None:
+    """The status and header lines, consumed, when the whole head is in the reader's
+    buffer after at most one read (the usual case); None otherwise (nothing consumed)."""
+    data: bytes = reader.peek(MAX_LINE)
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    reader.read(end + 4)
+    return data[:end].split(b"\r\n")
+
+
+def _status_line(line: bytes) -> tuple[str, int, str]:
     if not line:
         raise KubeConnectionError("the API server closed the connection without answering")
     version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
@@ -400,10 +415,11 @@ def _status_line(reader: Any) -> tuple[str, int, str]:
     return version, int(code), reason
 
 
-def _headers(reader: Any) -> dict[str, str]:
+def _headers(lines: Any) -> dict[str, str]:
+    """Header lines (an iterator, ended by a blank line or its own end) as a dict."""
     headers: dict[str, str] = {}
     for _ in range(MAX_HEADERS + 1):
-        line = _line(reader)
+        line = next(lines, b"")
         if line in (b"\r\n", b"\n", b""):
             return headers
         name, sep, value = line.decode("latin-1").partition(":")
@@ -423,7 +439,7 @@ def _chunked(reader: Any) -> bytes:
         except ValueError:
             raise KubeConnectionError(f"invalid chunk size {size_line[:40]!r}") from None
         if size == 0:
-            _headers(reader)  # trailers, if any, end with a blank line
+            _headers(iter(functools.partial(_line, reader), None))  # trailers, then a blank line
             return b"".join(parts)
         chunk = reader.read(size)
         if len(chunk) != size or reader.read(2) != b"\r\n":
