@@ -497,7 +497,7 @@ class FakeKubeAPI:
         rd, ns, name, sub = route.rd, route.namespace, route.name or "", route.subresource
         method, dry_run = request.method, kube_http.is_dry_run(request)
         if method == "GET":
-            return json_response(200, self.store.get(rd, ns, name))
+            return Response(200, self.store.get_bytes(rd, ns, name))
         if method == "DELETE" and sub is None:
             return self._delete_one(request, route)
         if method == "PUT":

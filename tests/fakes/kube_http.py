@@ -79,16 +79,20 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    plain_headers: dict[str, str] | None = None
+
     def parse_request(self) -> bool:
         """The stdlib's parse_request for plain HTTP/1.x requests, with a simple header
         reader: the stdlib's goes through the `email` package, which was a third of the
         fake's CPU per request. Anything unusual goes to the stdlib's own."""
         words = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n").split()
         if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.plain_headers = None
             return super().parse_request()
         self.requestline = " ".join(words)
         self.command, self.path, self.request_version = words
         headers = http.client.HTTPMessage()
+        plain: dict[str, str] = {}
         for _ in range(http.client._MAXHEADERS + 1):  # type: ignore[attr-defined]
             raw = self.rfile.readline(65537)
             if raw in (b"\r\n", b"\n", b""):
@@ -97,11 +101,15 @@ class Handler(BaseHTTPRequestHandler):
             if not sep or len(raw) > 65536:
                 self.send_error(400, "Bad header line")
                 return False
-            headers[name.strip()] = value.strip()
+            name, value = name.strip(), value.strip()
+            headers[name] = value
+            key = name.lower()
+            plain[key] = f"{plain[key]}, {value}" if key in plain else value
         else:
             self.send_error(431, "Too many headers")
             return False
         self.headers = headers
+        self.plain_headers = plain  # what read_request reads (the Message's accessors are slow)
         connection = headers.get("Connection", "").lower()
         self.close_connection = connection == "close" or (
             self.request_version == "HTTP/1.0" and connection != "keep-alive")
@@ -162,16 +170,16 @@ class Server(ThreadingHTTPServer):
 def read_request(handler: Handler) -> RecordedRequest:
     received = time.monotonic()
     url = urlsplit(handler.path)
-    length = int(handler.headers.get("Content-Length") or 0)
+    headers = handler.plain_headers if handler.plain_headers is not None \
+        else {k.lower(): v for k, v in handler.headers.items()}
+    length = int(headers.get("content-length") or 0)
     raw = handler.rfile.read(length) if length else b""
     body: Any = None
     if raw:
         with contextlib.suppress(ValueError):
             body = json.loads(raw)
-    headers = {k.lower(): v for k, v in handler.headers.items()}
     return RecordedRequest(handler.command, url.path, parse_qs(url.query, keep_blank_values=True),
-                           handler.headers.get("Content-Type", ""), body, raw, headers,
-                           received)
+                           headers.get("content-type", ""), body, raw, headers, received)
 
 
 def send(handler: Handler, response: Response) -> None:

@@ -8,6 +8,7 @@ subresources, the three PATCH media types, delete preconditions and dry runs.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -217,6 +218,15 @@ class Store:
         with self.lock:
             obj = self._objects.get(self.key(rd, namespace, name))
             return clone(obj) if obj is not None else None
+
+    def get_bytes(self, rd: ResourceDef, namespace: str | None, name: str) -> bytes:
+        """The stored object as the JSON the server answers (no copy: encoded under the
+        lock); the server's 404 when it does not exist."""
+        with self.lock:
+            obj = self._objects.get(self.key(rd, namespace, name))
+            if obj is not None:
+                return json.dumps(obj, separators=(",", ":")).encode()
+        raise not_found(rd, name)
 
     def get(self, rd: ResourceDef, namespace: str | None, name: str) -> JSON:
         obj = self.find(rd, namespace, name)
