@@ -25,7 +25,7 @@ from talon.engine import Failure
 from talon.journal import Store
 from talon.metrics import Metrics
 from talon.models import Event
-from talon.pool import Item, WaitingItems
+from talon.pool import Item, WaitingItems, never_settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +33,6 @@ class JournalItem(Item):
     """An event and its row in the journal."""
 
     id: int = 0
-
-
-def _never(_event: Event) -> bool:
-    return False
 
 
 class JournalQueue(WaitingItems[JournalItem]):
@@ -53,8 +49,7 @@ class JournalQueue(WaitingItems[JournalItem]):
         self._closed = False
         self._current = threading.local()
         self._metrics = metrics
-        self.settled: Callable[[Event], bool] = _never
-        """Whether an event needs no worker (app sets Engine.settled once it exists)."""
+        self.settled = never_settled
         for found in store.pending():
             self._items.append(JournalItem(found.event, found.size, found.id))
             self._held += 1
@@ -92,12 +87,6 @@ class JournalQueue(WaitingItems[JournalItem]):
             self._items.append(JournalItem(event, size, ident))
             self._cond.notify()
         return True
-
-    def _settled(self, event: Event) -> bool:
-        try:
-            return self.settled(event)
-        except Exception:  # noqa: BLE001 - hostile event data: a worker handles (and logs) it
-            return False
 
     def release(self, item: Item) -> None:
         """Nothing: an event counts against the bounds until it is done."""

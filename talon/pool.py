@@ -58,12 +58,25 @@ class EventQueue(Protocol):
 T = TypeVar("T")
 
 
+def never_settled(_event: Event) -> bool:
+    """The default `settled`: every event goes to a worker."""
+    return False
+
+
 class WaitingItems(Generic[T]):
-    """The taking side shared by the queues: `_items` under `_cond`, until `_closed`."""
+    """What the queues share: the taking side (`_items` under `_cond`, until `_closed`),
+    and `settled`, whether an event needs no worker (the app sets `Engine.settled`)."""
 
     _items: deque[T]
     _cond: threading.Condition
     _closed: bool
+    settled: Callable[[Event], bool]
+
+    def _settled(self, event: Event) -> bool:
+        try:
+            return self.settled(event)
+        except Exception:  # noqa: BLE001 - hostile event data: a worker handles (and logs) it
+            return False
 
     def take(self, timeout: float) -> T | None:
         """The oldest item, waiting up to `timeout`; None when closed or still empty."""
@@ -73,10 +86,6 @@ class WaitingItems(Generic[T]):
             if self._closed or not self._items:
                 return None
             return self._items.popleft()
-
-
-def _never(_event: Event) -> bool:
-    return False
 
 
 class MemoryQueue(WaitingItems[Item]):
@@ -93,7 +102,7 @@ class MemoryQueue(WaitingItems[Item]):
         self._held = 0
         self._bytes = 0
         self._closed = False
-        self.settled: Callable[[Event], bool] = _never
+        self.settled = never_settled
 
     def put(self, event: Event, size: int = 0) -> bool:
         if not self._closed and self._settled(event):
@@ -107,12 +116,6 @@ class MemoryQueue(WaitingItems[Item]):
             self._items.append(Item(event, size))
             self._cond.notify()
         return True
-
-    def _settled(self, event: Event) -> bool:
-        try:
-            return self.settled(event)
-        except Exception:  # noqa: BLE001 - hostile event data: a worker handles (and logs) it
-            return False
 
     def release(self, item: Item) -> None:
         with self._cond:
