@@ -274,6 +274,10 @@ def test_chunked_and_close_delimited_bodies() -> None:
     for _ in range(4):
         assert json.loads(transport.GET(url, _request_timeout=(2, 2)).data) == POD
     assert server.connections == 2  # reused after chunked answers; a new one after a close
+    head = server.requests[0].decode("latin-1").split("\r\n")
+    assert head[0] == "GET /api/v1/namespaces/shop/pods/web-1 HTTP/1.1"
+    assert f"Host: 127.0.0.1:{server.port}" in head
+    assert "Content-Length: 0" not in head  # a GET carries no body
 
 
 def test_a_head_longer_than_one_read_is_read_line_by_line() -> None:

@@ -82,12 +82,6 @@ class Response:
     def getheader(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
 
-    def read(self, amt: int | None = None) -> bytes:
-        """The body not read yet (all of it at first; `amt` bytes at most)."""
-        data = self.data if amt is None else self.data[:amt]
-        self.data = self.data[len(data):]
-        return bytes(data)
-
     def release_conn(self) -> None:
         """Nothing to release: the connection went back to the pool with the body read."""
 
