@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from talon import httphead, log, models
+from talon import httphead, log, models, sockets
 from talon.auth import Authenticator
 from talon.errors import EventError
 from talon.metrics import CONTENT_TYPE, Metrics
@@ -84,13 +84,13 @@ class _DeadlineReader(io.RawIOBase):
 
     A client trickling one byte at a time cannot stretch a request past the deadline.
     The socket keeps one timeout, `step`, and a recv() that times out before the
-    deadline is simply tried again: `settimeout` costs system calls (and a GIL hand-off
-    each), so it is only called when the deadline is closer than `step`.
+    deadline is simply tried again: the timeout is only set again when the deadline is
+    closer than `step` (see talon.sockets for why that matters).
     """
 
-    def __init__(self, sock: socket.socket, step: float) -> None:
+    def __init__(self, timeout: sockets.Timeout, step: float) -> None:
         super().__init__()
-        self._sock, self._step = sock, step
+        self._timeout, self._step = timeout, step
         self._deadline = time.monotonic()
 
     def arm(self, seconds: float) -> None:
@@ -104,25 +104,11 @@ class _DeadlineReader(io.RawIOBase):
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("read deadline passed")
-            set_timeout(self._sock, min(remaining, self._step))
+            self._timeout.set(min(remaining, self._step))
             try:
-                return self._sock.recv_into(buffer)
+                return self._timeout.recv_into(buffer)
             except TimeoutError:
                 continue
-
-
-_SLACK = 0.25
-"""How far a socket timeout may exceed the wanted one before it is set again."""
-
-
-def set_timeout(sock: socket.socket, seconds: float) -> None:
-    """Make `sock` time out after `seconds` (up to _SLACK later), with as few system calls
-    as possible: settimeout costs one, so it is skipped while the current value fits."""
-    current = sock.gettimeout()
-    if current is None or not seconds <= current <= seconds + _SLACK:
-        sock.settimeout(seconds)
-
-
 
 
 def traceparent_from(traceparent: list[str] | None) -> tuple[str, str] | None:
@@ -175,14 +161,15 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.rfile.close()  # replaced below; an open makefile() would keep the fd alive
         config = self.server.config
-        self._step = min(config.read_timeout, config.idle_timeout)
-        self._reader = _DeadlineReader(self.connection, self._step)
-        self._buffer = io.BufferedReader(self._reader)
-        self.rfile = self._buffer
-        self._reader.arm(self.server.config.read_timeout)
         self._served = 0
         self._linger = False
         self._peer = self._start_tls(config.tls) if config.tls is not None else None
+        self._step = min(config.read_timeout, config.idle_timeout)
+        self._timeout = sockets.Timeout(self.connection, self._step)
+        self._reader = _DeadlineReader(self._timeout, self._step)
+        self._buffer = io.BufferedReader(self._reader)
+        self.rfile = self._buffer
+        self._reader.arm(self.server.config.read_timeout)
 
     def _start_tls(self, guard: ServerTLS) -> Peer | None:
         """The TLS handshake (under the read timeout); None when the peer is refused."""
@@ -428,8 +415,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._linger = not self._body_done
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        set_timeout(self.connection, self._step)
-        self.wfile.write(head if self.command == "HEAD" else head + body)
+        self._timeout.set(self._step)
+        self._timeout.sendall(head if self.command == "HEAD" else head + body)
         self.log_request(status.value, len(body))
 
     def _reject(self, rej: _Rejection) -> None:
@@ -506,7 +493,7 @@ class Handler(BaseHTTPRequestHandler):
             length = _length(lengths[0]) if len(lengths) == 1 else None
             chunked = bool(self.headers.get_all("Transfer-Encoding")) and not lengths
             if chunked or (length is not None and length <= self.server.config.max_body_bytes):
-                self.wfile.write(f"{self.protocol_version} 100 Continue\r\n\r\n".encode())
+                self._timeout.sendall(f"{self.protocol_version} 100 Continue\r\n\r\n".encode())
         return True
 
     def version_string(self) -> str:

@@ -350,6 +350,20 @@ def test_tls_with_a_client_certificate(tls_api: FakeKubeAPI, ca: trustme.CA,
     k.close()
 
 
+def test_a_tls_request_times_out_and_the_next_one_is_answered(
+        tls_api: FakeKubeAPI, ca: trustme.CA, tmp_path: Path) -> None:
+    client = ca.issue_cert("talon")
+    k = kube.connect(tls_kubeconfig(tls_api, tmp_path / "kc", ca, client=client), timeout=5)
+    read_pod(k)
+    tls_api.delay("GET", "/pods/web-1$", 2.0, times=1)
+    started = time.monotonic()
+    with pytest.raises(kubehttp.KubeTimeoutError):
+        read_pod(k, timeout=(1.0, 0.3))
+    assert time.monotonic() - started < 1.5
+    assert read_pod(k)["metadata"]["name"] == "web-1"  # on a new connection
+    k.close()
+
+
 def test_tls_refuses_a_server_from_another_ca(tls_api: FakeKubeAPI, ca: trustme.CA,
                                               tmp_path: Path) -> None:
     from talon import retry

@@ -68,7 +68,7 @@ LAYER_TABLE: dict[int, tuple[str, ...]] = {
         "talon.retry", "talon.journal", "talon.journalview",
     ),
     0: ("talon", "talon.models", "talon.errors", "talon.registry", "talon.params", "talon.names",
-        "talon.records"),
+        "talon.records", "talon.sockets"),
 }
 LAYERS: dict[str, int] = {m: n for n, names in LAYER_TABLE.items() for m in names}
 

@@ -10,7 +10,8 @@ custom-object calls all use it unchanged, and does the HTTP itself:
 
 - keep-alive connections to the one API server, at most `maxsize` kept idle (more callers
   at once get a connection of their own, closed after use); an idle connection the server
-  has closed is seen before it is used and replaced;
+  has closed is seen before it is used and replaced; timeouts and that check cost as few
+  interpreter-lock hand-offs as possible (talon.sockets);
 - TLS from the client's configuration: CA file, client certificate and key,
   `tls_server_name`, `verify_ssl` (kubeconfig `insecure-skip-tls-verify`);
 - `_request_timeout` as the client takes it: one number bounds the whole request, a
@@ -32,9 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import re
-import select
 import socket
 import ssl
 import threading
@@ -43,6 +44,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+from talon import sockets
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
@@ -90,28 +93,34 @@ class Response:
 
 
 class _Conn:
-    """One keep-alive connection and its buffered reader."""
+    """One keep-alive connection, its timeout and its buffered reader."""
 
-    __slots__ = ("reader", "sock")
+    __slots__ = ("idle_since", "reader", "sock", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = sock.makefile("rb")
-
-    def dropped(self) -> bool:
-        """Whether the server closed (or wrote to) this idle connection."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
-            return True
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        self.timeout = sockets.Timeout(sock, sock.gettimeout())
+        self.reader = io.BufferedReader(_Reads(self.timeout))
+        self.idle_since = time.monotonic()
 
     def close(self) -> None:
         for part in (self.reader, self.sock):
             with contextlib.suppress(OSError):
                 part.close()
+
+
+class _Reads(io.RawIOBase):
+    """A connection's reads, under its timeout (see talon.sockets)."""
+
+    def __init__(self, timeout: sockets.Timeout) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._timeout.recv_into(buffer)
 
 
 class _Deadline:
@@ -269,8 +278,8 @@ class Transport:
         conn = self._take(deadline)
         reusable = False
         try:
-            conn.sock.settimeout(deadline.next())
-            conn.sock.sendall(data)
+            conn.timeout.set(deadline.next())
+            conn.timeout.sendall(data)
             response, reusable = _read_response(conn, method, deadline)
             return response
         except KubeConnectionError as exc:
@@ -293,7 +302,7 @@ class Transport:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 return self._connect(deadline)
-            if not conn.dropped():
+            if not sockets.peer_closed(conn.sock, conn.idle_since):
                 return conn
             conn.close()
 
@@ -301,6 +310,7 @@ class Transport:
         if reusable:
             with self._lock:
                 if len(self._idle) < self.maxsize:
+                    conn.idle_since = time.monotonic()
                     self._idle.append(conn)
                     return
         conn.close()
@@ -352,7 +362,7 @@ def _close_all(conns: list[_Conn]) -> None:
 def _read_response(conn: _Conn, method: str, deadline: _Deadline) -> tuple[Response, bool]:
     """(the response, whether the connection may be used again)."""
     while True:
-        conn.sock.settimeout(deadline.next())
+        conn.timeout.set(deadline.next())
         lines = _buffered_head(conn.reader)
         if lines is None:  # a head longer than the buffer, or one arriving in pieces
             version, status, reason = _status_line(_line(conn.reader))
