@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from talon import log, params, plan, report, retry
 from talon.clients import ratelimit
-from talon.errors import EventError, PluginError
+from talon.errors import CheckFailedError, EventError, PluginError
 from talon.metrics import Metrics
 from talon.models import Event, Notification, Result, Status, Verdict
 from talon.outcome import (
@@ -374,6 +374,7 @@ class Engine:
                             deadline=time.monotonic() + self.action_timeout,
                             cache=reads if reads is not None else {})
         run = plugin.run
+        started = ActionStarted(event=event, rule=rule, action=action)
 
         def checked_run() -> Any:  # live checks call the API too: one timeout for both
             for check in plugin.checks:
@@ -381,12 +382,29 @@ class Engine:
             if time.monotonic() > ctx.deadline:  # the checks used it all: do not act late
                 raise ActionTimeoutError(f"action '{action.name}' did not finish within "
                                          f"{self.action_timeout:g}s (in its checks)")
-            self.report(ActionStarted(event=event, rule=rule, action=action))
+            if info.checked_by_run:
+                return self._run_then_started(run, ctx, started)
+            self.report(started)
             return run(ctx)
 
         result = self._call(checked_run, f"action '{action.name}'", event.trace_id)
         if not isinstance(result, Result):
             raise PluginError(f"actionner '{action.actionner}' returned {type(result).__name__}")
+        return result
+
+    def _run_then_started(self, run: Callable[[ActionContext], Any], ctx: ActionContext,
+                          started: ActionStarted) -> Any:
+        """`run(ctx)` of an actionner whose run makes its check (PluginInfo.checked_by_run):
+        `started` is reported after it, unless its check failed."""
+        try:
+            result = run(ctx)
+        except CheckFailedError:
+            raise
+        except BaseException:
+            self.report(started)
+            raise
+        if not isinstance(getattr(result, "cause", None), CheckFailedError):
+            self.report(started)
         return result
 
     def _contexts(self, event: Event, rule: Rule, action: Action,

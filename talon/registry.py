@@ -57,6 +57,11 @@ class PluginInfo:
     secrets: tuple[str, ...] = ()
     """Settings that must never be logged (notifiers)."""
     example: str = ""
+    checked_by_run: bool = False
+    """Whether the run's first request is also the action's live check, as for a label's
+    merge patch, which a missing pod answers with 404 (the run raises CheckFailedError).
+    The `in_progress` line is then written when the run is over, and not at all when the
+    run raised CheckFailedError, so the log reads as if the check had run first."""
     disruptive: bool = False
     """Whether the action disrupts a workload (terminate, delete, drain, cordon, network
     policies, exec, script, captures): the governor's budgets and protection apply to it."""

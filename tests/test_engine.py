@@ -23,7 +23,7 @@ import pytest
 from talon import log, models, rules
 from talon.dedup import Deduplicator
 from talon.engine import Engine
-from talon.errors import ActionError
+from talon.errors import ActionError, CheckFailedError
 from talon.metrics import Metrics
 from talon.models import Artifact, Notification, Result, Status
 from talon.registry import Registry, actionner, context, output
@@ -87,6 +87,8 @@ class World:
                 time.sleep(p.sleep)
             if p.mode == "fail":
                 raise ActionError(f"{p.name} failed")
+            if p.mode == "gone":
+                raise CheckFailedError("the pod 'web' in the namespace 'shop' doesn't exist")
             if p.mode == "crash":
                 raise RuntimeError("boom")
             if p.mode in HOSTILE:
@@ -108,6 +110,15 @@ class World:
                   required_fields=("k8s.pod.name", "fd.rip|fd.sip"))(run)
         actionner("t", "capture", registry=reg, params=StepParams, description="capture",
                   require_output=True)(run)
+        actionner("t", "patch", registry=reg, params=StepParams, description="one request",
+                  checked_by_run=True)(run)
+
+        def check(ctx: Any) -> None:
+            if ctx.params.mode == "gone":
+                raise CheckFailedError("the pod 'web' in the namespace 'shop' doesn't exist")
+
+        actionner("t", "checked", registry=reg, params=StepParams, description="checked",
+                  checks=(check,))(run)
 
         def store(ctx: Any, artifact: Artifact) -> Result:
             if ctx.params.folder == "/fail":
@@ -315,6 +326,29 @@ def test_failures_are_counted_and_notified(world: World, write_rules: Callable[.
     assert note.rule == "R" and note.action == "a" and note.trace_id == ""
     assert world.count(rule="R", action="a", actionner="t:step", status="failure",
                        event="F", namespace="", pod="") == 1
+
+
+@pytest.mark.parametrize(("mode", "statuses"), [
+    ("ok", ["in_progress", "success"]),
+    ("gone", ["failure"]),  # as when a check fails before the run: no in_progress line
+    ("fail", ["in_progress", "failure"]),
+])
+@pytest.mark.parametrize("plugin", ["t:patch", "t:checked"])
+def test_a_run_that_makes_its_own_check_logs_as_a_check_before_it(
+        world: World, write_rules: Callable[..., str], caplog: pytest.LogCaptureFixture,
+        plugin: str, mode: str, statuses: list[str]) -> None:
+    path = write_rules(f"""
+        - rule: R
+          actions: [{{action: a, actionner: {plugin}, parameters: {{name: a, mode: {mode}}}}}]
+        """)
+    caplog.set_level(logging.INFO, "talon")
+    world.engine(path).handle(event())
+    lines = [r.fields for r in caplog.records if r.getMessage() == "action"]
+    assert [line["status"] for line in lines] == statuses
+    ((_, note),) = world.notes
+    assert note.status == statuses[-1]
+    if mode == "gone":
+        assert note.error == "the pod 'web' in the namespace 'shop' doesn't exist"
 
 
 def test_missing_required_field_fails_before_running(world: World,

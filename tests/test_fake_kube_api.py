@@ -139,6 +139,19 @@ def test_resource_version_is_one_global_counter(fake: FakeKubeAPI,
     assert patched.metadata.uid == first.metadata.uid
 
 
+
+def test_a_write_that_changes_nothing_keeps_the_resource_version(
+        fake: FakeKubeAPI, k8s: SimpleNamespace) -> None:
+    created = fake.add(make_pod(labels={"app": "web"}))
+    same = k8s.core.patch_namespaced_pod(
+        "web-1", NS, {"metadata": {"labels": {"app": "web", "gone": None}}},
+        _content_type="application/merge-patch+json")
+    assert same.metadata.resource_version == created["metadata"]["resourceVersion"]
+    changed = k8s.core.patch_namespaced_pod(
+        "web-1", NS, {"metadata": {"labels": {"app": "shop"}}},
+        _content_type="application/merge-patch+json")
+    assert int(changed.metadata.resource_version) > int(created["metadata"]["resourceVersion"])
+
 def test_generate_name_appends_five_lowercase_alphanumerics(k8s: SimpleNamespace) -> None:
     job = k8s.batch.create_namespaced_job(NS, {
         "metadata": {"generateName": "falco-talon-sysdig-"},

@@ -9,11 +9,14 @@ Behaviours covered:
   min_healthy_replicas on a ReplicaSet owner, absolute (ready < N, as upstream) and
   percentage (ready * 100 < P * spec.replicas: the fix of B5); not applied to other owners;
   a ReplicaSet that can't be read is a failure; default continue false;
-- label / annotation: one JSON patch per call, `add` to set (also over an existing key),
-  `remove` only for keys present, nothing sent when nothing changes, the map created with a
-  guarded `add {}` when missing, `/` → `~1` and `~` → `~0`; values written as YAML
-  booleans or numbers are sent as their source text ("true", "1.50"); level node (the pod's node,
-  "error getting node" when it can't be read, unscheduled pod); retry once on a conflict;
+- label / annotation on the pod: one merge patch and no read (null removes a key), the map
+  created when missing, a patch changing nothing leaving the resourceVersion as it was, the
+  patch's 404 reported as the failed check "doesn't exist" (no objects), no retry on a
+  conflict; values written as YAML booleans or numbers are sent as their source text
+  ("true", "1.50"); level node (the pod's node, "error getting node" when it can't be read,
+  unscheduled pod): a read then one JSON patch, `add` to set (also over an existing key),
+  `remove` only for keys present, nothing sent when nothing changes, `/` → `~1` and `~` →
+  `~0`, retry once on a conflict;
 - delete: every supported resource (the 11 of upstream plus pods), GET then DELETE, the
   texts (no namespace for namespaces and clusterroles), unsupported resources, missing
   target fields, a missing target;
@@ -49,6 +52,7 @@ from tests.support import Launch
 
 Act = Callable[..., Acted]
 POD_PATH = "/api/v1/namespaces/shop/pods/web-1"
+NODE_PATH = "/api/v1/nodes/node-1"
 RS_PATH = "/apis/apps/v1/namespaces/shop/replicasets/web-5d9c"
 
 
@@ -303,15 +307,21 @@ def meta_pod(field: str, current: dict[str, str] | None) -> dict[str, Any]:
     return manifest
 
 
-def patches(kube_api: FakeKubeAPI, path: str = POD_PATH) -> list[Any]:
+def patches(kube_api: FakeKubeAPI, path: str = POD_PATH,
+            media: str = "application/json-patch+json") -> list[Any]:
     found = kube_api.requests_for("PATCH", path)
-    assert all(r.content_type.startswith("application/json-patch+json") for r in found)
+    assert all(r.content_type.startswith(media) for r in found)
     return [r.body for r in found]
 
 
+def merge_patches(kube_api: FakeKubeAPI) -> list[Any]:
+    return patches(kube_api, POD_PATH, "application/merge-patch+json")
+
+
 @pytest.mark.parametrize(("actionner", "field", "done"), KINDS)
-def test_edit_sets_and_removes_in_one_patch(act: Act, kube_api: FakeKubeAPI, actionner: str,
-                                            field: str, done: str) -> None:
+def test_edit_sets_and_removes_in_one_merge_patch(act: Act, kube_api: FakeKubeAPI,
+                                                  actionner: str, field: str,
+                                                  done: str) -> None:
     kube_api.add(meta_pod(field, {"app": "web", "old": "1", "keep": "k"}))
     wanted = {"app": "shop", "suspicious": "true", "old": "", "absent": ""}
     acted = act(rules(actionner, {field: wanted}), event())
@@ -319,11 +329,9 @@ def test_edit_sets_and_removes_in_one_patch(act: Act, kube_api: FakeKubeAPI, act
     note = acted.note("A")
     assert note.output == f"the pod 'web-1' in the namespace 'shop' has been {done}"
     assert dict(note.objects) == {"pod": "web-1", "namespace": "shop"}
-    assert patches(kube_api) == [[
-        {"op": "add", "path": f"/metadata/{field}/app", "value": "shop"},
-        {"op": "add", "path": f"/metadata/{field}/suspicious", "value": "true"},
-        {"op": "remove", "path": f"/metadata/{field}/old"},
-    ]]
+    assert merge_patches(kube_api) == [{"metadata": {field: {
+        "app": "shop", "suspicious": "true", "old": None, "absent": None}}}]
+    assert [r.method for r in kube_api.requests] == ["PATCH"]  # one request: no read
     stored = kube_api.get("pods", "shop", "web-1")
     assert stored is not None
     assert stored["metadata"][field] == {"app": "shop", "suspicious": "true", "keep": "k"}
@@ -343,11 +351,8 @@ def test_yaml_booleans_and_numbers_reach_the_cluster_as_their_text(
         {field}: {{suspicious: true, ratio: 1.50, count: 3}}
 """, event())
     assert acted.done == [("R", "A", "success")]
-    assert patches(kube_api) == [[
-        {"op": "add", "path": f"/metadata/{field}/suspicious", "value": "true"},
-        {"op": "add", "path": f"/metadata/{field}/ratio", "value": "1.50"},
-        {"op": "add", "path": f"/metadata/{field}/count", "value": "3"},
-    ]]
+    assert merge_patches(kube_api) == [{"metadata": {field: {
+        "suspicious": "true", "ratio": "1.50", "count": "3"}}}]
     stored = kube_api.get("pods", "shop", "web-1")
     assert stored is not None
     assert stored["metadata"][field] == {"app": "web", "suspicious": "true", "ratio": "1.50",
@@ -357,15 +362,10 @@ def test_yaml_booleans_and_numbers_reach_the_cluster_as_their_text(
 @pytest.mark.parametrize(("actionner", "field", "_done"), KINDS)
 def test_edit_creates_a_missing_map(act: Act, kube_api: FakeKubeAPI, actionner: str,
                                     field: str, _done: str) -> None:
-    created = kube_api.add(meta_pod(field, None))
+    kube_api.add(meta_pod(field, None))
     act(rules(actionner, {field: {"example.com/flag": "on", "gone": ""}}), event())
-    [ops] = patches(kube_api)
-    assert ops == [
-        {"op": "test", "path": "/metadata/resourceVersion",
-         "value": created["metadata"]["resourceVersion"]},
-        {"op": "add", "path": f"/metadata/{field}", "value": {}},
-        {"op": "add", "path": f"/metadata/{field}/example.com~1flag", "value": "on"},
-    ]
+    assert merge_patches(kube_api) == [{"metadata": {field: {
+        "example.com/flag": "on", "gone": None}}}]
     stored = kube_api.get("pods", "shop", "web-1")
     assert stored is not None
     assert stored["metadata"][field] == {"example.com/flag": "on"}
@@ -373,11 +373,22 @@ def test_edit_creates_a_missing_map(act: Act, kube_api: FakeKubeAPI, actionner: 
 
 
 @pytest.mark.parametrize(("actionner", "field", "_done"), KINDS)
-def test_edit_sends_nothing_when_nothing_changes(act: Act, kube_api: FakeKubeAPI,
-                                                 actionner: str, field: str,
-                                                 _done: str) -> None:
-    kube_api.add(meta_pod(field, {"a": "1"}))
+def test_edit_that_changes_nothing_keeps_the_resource_version(
+        act: Act, kube_api: FakeKubeAPI, actionner: str, field: str, _done: str) -> None:
+    created = kube_api.add(meta_pod(field, {"a": "1"}))
     acted = act(rules(actionner, {field: {"a": "1", "b": ""}}), event())
+    assert acted.done == [("R", "A", "success")]
+    stored = kube_api.get("pods", "shop", "web-1")
+    assert stored is not None
+    assert stored["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
+@pytest.mark.parametrize(("actionner", "field", "_done"), KINDS)
+def test_edit_of_a_node_sends_nothing_when_nothing_changes(
+        act: Act, kube_api: FakeKubeAPI, actionner: str, field: str, _done: str) -> None:
+    kube_api.add(pod())
+    kube_api.add(node(**{field: {"a": "1"}}))
+    acted = act(rules(actionner, {"level": "node", field: {"a": "1", "b": ""}}), event())
     assert acted.done == [("R", "A", "success")]
     assert writes(kube_api) == []
 
@@ -413,7 +424,7 @@ def test_edit_the_node(act: Act, kube_api: FakeKubeAPI, actionner: str, field: s
     note = acted.note("A")
     assert note.output == f"the node 'node-1' has been {done}"
     assert dict(note.objects) == {"node": "node-1"}
-    assert patches(kube_api, "/api/v1/nodes/node-1") == [[
+    assert patches(kube_api, NODE_PATH) == [[
         {"op": "add", "path": f"/metadata/{field}/talon", "value": "yes"},
         {"op": "remove", "path": f"/metadata/{field}/drop"}]]
     stored = kube_api.get("nodes", None, "node-1")
@@ -440,25 +451,39 @@ def test_edit_node_of_an_unscheduled_pod(act: Act, kube_api: FakeKubeAPI) -> Non
     assert writes(kube_api) == []
 
 
-def test_edit_retries_once_when_the_object_changed(act: Act, kube_api: FakeKubeAPI) -> None:
-    kube_api.add(pod(labels={"old": "1"}))
-    kube_api.fail("PATCH", POD_PATH, 422, times=1,
+def test_edit_of_a_node_retries_once_when_it_changed(act: Act, kube_api: FakeKubeAPI) -> None:
+    kube_api.add(pod())
+    kube_api.add(node(labels={"old": "1"}))
+    kube_api.fail("PATCH", NODE_PATH, 422, times=1,
                   message="the server rejected our request due to an error in our request")
-    acted = act(rules("kubernetes:label", {"labels": {"old": "", "new": "2"}}), event())
+    acted = act(rules("kubernetes:label", {"level": "node", "labels": {"old": "", "new": "2"}}),
+                event())
     assert acted.done == [("R", "A", "success")]
-    assert len(patches(kube_api)) == 2
-    stored = kube_api.get("pods", "shop", "web-1")
+    assert len(patches(kube_api, NODE_PATH)) == 2
+    stored = kube_api.get("nodes", None, "node-1")
     assert stored is not None
     assert stored["metadata"]["labels"] == {"new": "2"}
 
 
-def test_edit_gives_up_after_the_second_conflict(act: Act, kube_api: FakeKubeAPI) -> None:
+def test_edit_of_a_node_gives_up_after_the_second_conflict(act: Act,
+                                                           kube_api: FakeKubeAPI) -> None:
+    kube_api.add(pod())
+    kube_api.add(node())
+    kube_api.fail("PATCH", NODE_PATH, 409, times=None, message="the object has been modified")
+    acted = act(rules("kubernetes:label", {"level": "node", "labels": {"new": "2"}}), event())
+    note = assert_failed(acted, "the object has been modified")
+    assert note.error.startswith("cannot label the node 'node-1': ")
+    assert len(kube_api.requests_for("PATCH")) == 2
+
+
+def test_a_merge_patch_is_not_retried_on_a_conflict(act: Act, kube_api: FakeKubeAPI) -> None:
     kube_api.add(pod())
     kube_api.fail("PATCH", POD_PATH, 409, times=None, message="the object has been modified")
     acted = act(rules("kubernetes:label", {"labels": {"new": "2"}}), event())
     note = assert_failed(acted, "the object has been modified")
     assert note.error.startswith("cannot label the pod 'web-1' in the namespace 'shop': ")
-    assert len(kube_api.requests_for("PATCH")) == 2
+    assert dict(note.objects) == {"pod": "web-1", "namespace": "shop"}
+    assert len(kube_api.requests_for("PATCH")) == 1
 
 
 @pytest.mark.parametrize(("actionner", "field", "_done"), KINDS)
@@ -477,16 +502,32 @@ def test_edit_errors_without_request(act: Act, kube_api: FakeKubeAPI, actionner:
                                      field: str, _done: str) -> None:
     assert_failed(act(rules(actionner, {field: {"a": "b"}}), no_pod_event()), "k8s.pod.name")
     assert kube_api.requests == []
-    assert_failed(act(rules(actionner, {field: {"a": "b"}}), event()),
-                  "the pod 'web-1' in the namespace 'shop' doesn't exist")
-    assert writes(kube_api) == []
 
 
-def test_edit_read_error(act: Act, kube_api: FakeKubeAPI) -> None:
+@pytest.mark.parametrize("level", ["pod", "node"])
+@pytest.mark.parametrize(("actionner", "field", "_done"), KINDS)
+def test_edit_of_a_missing_pod(act: Act, kube_api: FakeKubeAPI, actionner: str, field: str,
+                               _done: str, level: str) -> None:
+    note = assert_failed(act(rules(actionner, {"level": level, field: {"a": "b"}}), event()),
+                         "the pod 'web-1' in the namespace 'shop' doesn't exist")
+    assert dict(note.objects) == {}  # as for every failed check
+    assert kube_api.get("pods", "shop", "web-1") is None
+    assert kube_api.requests_for("PUT") == kube_api.requests_for("POST") == []
+
+
+def test_edit_write_error(act: Act, kube_api: FakeKubeAPI) -> None:
+    kube_api.add(pod())
+    kube_api.fail("PATCH", POD_PATH, 500, message="etcd is down")
+    note = assert_failed(act(rules("kubernetes:label", {"labels": {"a": "b"}}), event()),
+                         "etcd is down")
+    assert note.error.startswith("cannot label the pod 'web-1' in the namespace 'shop': ")
+
+
+def test_edit_of_a_node_read_error(act: Act, kube_api: FakeKubeAPI) -> None:
     kube_api.add(pod())
     kube_api.fail("GET", POD_PATH, 500, message="etcd is down")
-    assert_failed(act(rules("kubernetes:label", {"labels": {"a": "b"}}), event()),
-                  "etcd is down")
+    assert_failed(act(rules("kubernetes:label", {"level": "node", "labels": {"a": "b"}}),
+                      event()), "etcd is down")
     assert writes(kube_api) == []
 
 

@@ -19,7 +19,8 @@ The fixtures `kube_api`, `kube_config` and `kube_client` (an ApiClient) are defi
 Faithful (checked against the apiserver's behaviour and the 36.x client):
 - URL shapes for core (/api/v1) and group APIs (/apis/<g>/<v>), namespaced, cluster-scoped and
   all-namespaces lists; List kinds, list items without apiVersion/kind (custom ones keep them),
-  limit/continue; one global resourceVersion; uid, creationTimestamp, generateName suffix.
+  limit/continue; one global resourceVersion (a write that changes nothing keeps it); uid,
+  creationTimestamp, generateName suffix.
 - `Status` bodies of NotFound (also for unknown paths), AlreadyExists, Conflict (stale
   resourceVersion, failed delete preconditions), Invalid, Forbidden, Unauthorized (wrong token),
   BadRequest, UnsupportedMediaType, TooManyRequests (eviction vs. PodDisruptionBudget) and

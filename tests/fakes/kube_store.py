@@ -303,9 +303,9 @@ class Store:
         old_meta = (old or {}).get("metadata", {})
         rv = self._rv
         self._stamp(rd, obj, old_meta.get("uid"), old_meta.get("creationTimestamp"))
-        if dry_run:
-            self._rv = rv
-            obj["metadata"]["resourceVersion"] = old_meta.get("resourceVersion", "")
+        if dry_run or (old is not None and _unchanged(obj, old)):
+            self._rv = rv  # a write that changes nothing keeps the resourceVersion, as the
+            obj["metadata"]["resourceVersion"] = old_meta.get("resourceVersion", "")  # server
             return clone(obj)
         meta = obj["metadata"]
         self._objects[self.key(rd, meta.get("namespace"), meta["name"])] = obj
@@ -394,6 +394,13 @@ def _check_preconditions(rd: ResourceDef, name: str, obj: JSON,
         if wanted and wanted != meta.get(field_name):
             raise conflict(rd, name, f"Precondition failed: {label} in precondition: {wanted}, "
                            f"{label} in object meta: {meta.get(field_name)}")
+
+
+def _unchanged(new: JSON, old: JSON) -> bool:
+    """Whether `new` is `old` but for its resourceVersion."""
+    def bare(obj: JSON) -> JSON:
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": ""}}
+    return bare(new) == bare(old)
 
 
 def apply_patch(rd: ResourceDef, content_type: str, current: JSON, patch: Any) -> Any:
