@@ -17,6 +17,8 @@ Scenarios:
    latency (the fake's clock when the PATCH was applied minus the client's clock just
    before the POST), p50/p99/max, and how many PATCHes arrived.
 
+With `--tls`, the fake API server speaks https with a throwaway CA that the kubeconfig
+names (as the API server does in a cluster); without it, plain http.
 With `--before REV`, the same scenarios run on the tree of git revision REV (extracted to a
 temporary folder with `git archive`), interleaved with the working tree run by run, so that
 a noisy moment hits both. Medians over the runs are printed, with the share of the machine's
@@ -59,10 +61,22 @@ FALCO_RULE = "Terminal shell in container"
 
 # -- the fake API server process (run as `bench_storm.py --fake-api ...`) ---------------------
 
-def fake_api(pods: int, record: Path, kubeconfig: Path) -> None:
+def fake_api(pods: int, record: Path, kubeconfig: Path, tls: bool = False) -> None:
     from tests.fakes.kube_api import FakeKubeAPI
 
-    fake = FakeKubeAPI(keep_requests=False)
+    cluster: dict[str, str] = {}
+    context = None
+    if tls:  # a throwaway CA, as an API server's own; Talon trusts it from the kubeconfig
+        import base64
+        import ssl
+
+        import trustme
+
+        ca = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        cluster["certificate-authority-data"] = base64.b64encode(ca.cert_pem.bytes()).decode()
+    fake = FakeKubeAPI(keep_requests=False, tls=context)
     for i in range(pods):
         fake.add({"apiVersion": "v1", "kind": "Pod",
                   "metadata": {"name": f"pod-{i}", "namespace": NAMESPACE,
@@ -83,7 +97,7 @@ def fake_api(pods: int, record: Path, kubeconfig: Path) -> None:
     fake.on_write(on_write)
     gc.freeze()  # the seeded pods are long-lived: the fake's collections skip them
     fake.start()
-    fake.kubeconfig(kubeconfig, namespace=NAMESPACE)
+    fake.kubeconfig(kubeconfig, namespace=NAMESPACE, cluster=cluster)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"fake API server listening on {HOST}:{fake.port}", flush=True)
@@ -126,6 +140,8 @@ class Rig:
 
 
 WORKERS = 8
+TLS = {"tls": False}
+"""Whether the fake API server speaks https (`--tls`), set once by main()."""
 
 
 def start_rig(tree: Path, folder: Path, pods: int, actionner: str,
@@ -134,7 +150,8 @@ def start_rig(tree: Path, folder: Path, pods: int, actionner: str,
     record, kubeconfig = folder / "writes.txt", folder / "kubeconfig"
     record.unlink(missing_ok=True)
     fake = Process("fake API", [sys.executable, __file__, "--fake-api", str(pods),
-                                str(record), str(kubeconfig)], folder / "fake.log")
+                                str(record), str(kubeconfig)]
+                   + (["--tls"] if TLS["tls"] else []), folder / "fake.log")
     parameters = '{labels: {suspicious: "true"}}' if actionner.endswith("label") else "{}"
     (folder / "rules.yaml").write_text(textwrap.dedent(f"""\
         - rule: Respond
@@ -270,14 +287,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--before", default="", help="git revision to compare with")
     parser.add_argument("--workers", type=int, default=WORKERS, help="Talon's workers")
+    parser.add_argument("--tls", action="store_true",
+                        help="the fake API server speaks https (as API servers do)")
     parser.add_argument("--fake-api", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_api:
-        fake_api(int(args.fake_api[0]), Path(args.fake_api[1]), Path(args.fake_api[2]))
+        fake_api(int(args.fake_api[0]), Path(args.fake_api[1]), Path(args.fake_api[2]),
+                 args.tls)
         return
+    TLS["tls"] = args.tls
     began = time.monotonic()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.runs} interleaved "
-          f"runs; label for {args.seconds:g} s at {args.rates} events/s")
+          f"runs; label for {args.seconds:g} s at {args.rates} events/s; API server over "
+          f"{'https' if args.tls else 'http'}")
     with tempfile.TemporaryDirectory(prefix="talon-bench-storm-") as tmp_name:
         tmp = Path(tmp_name)
         trees = {"working tree": ROOT}
