@@ -60,13 +60,18 @@ def test_kernel_timeouts_are_taken_on_linux() -> None:
     assert sockets.kernel_timeouts_work()
 
 
-def test_a_read_with_nothing_to_read_times_out(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, server = pair
-    timeout = sockets.Timeout(client, 0.2)
+def times_out_then_reads(timeout: sockets.Timeout, peer: socket.socket) -> None:
+    """A read under `timeout` (0.2 s) with nothing to read times out; what `peer` sends
+    next is read whole."""
     assert 0.15 <= timed(lambda: timeout.recv_into(bytearray(10))) < 2
-    server.sendall(b"late but there")
+    peer.sendall(b"late but there")
     buffer = bytearray(64)
     assert buffer[:timeout.recv_into(buffer)] == b"late but there"
+
+
+def test_a_read_with_nothing_to_read_times_out(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    times_out_then_reads(sockets.Timeout(client, 0.2), server)
 
 
 def test_a_write_the_peer_does_not_read_times_out(
@@ -107,12 +112,8 @@ def test_a_tls_read_times_out_too(pair: tuple[socket.socket, socket.socket]) -> 
     handshake.start()
     with client_context.wrap_socket(client, server_hostname="127.0.0.1") as tls:
         handshake.join(5)
-        timeout = sockets.Timeout(tls, 0.2)
-        assert 0.15 <= timed(lambda: timeout.recv_into(bytearray(10))) < 2
         with accepted[0] as peer:
-            peer.sendall(b"over tls")
-            buffer = bytearray(64)
-            assert buffer[:timeout.recv_into(buffer)] == b"over tls"
+            times_out_then_reads(sockets.Timeout(tls, 0.2), peer)
 
 
 def test_an_open_idle_connection_is_not_closed(
