@@ -248,7 +248,9 @@ def test_engine_gives_up_after_retries_and_records_a_dead_letter(tmp_path: Path)
 
 def test_engine_never_waits_past_the_action_timeout(tmp_path: Path) -> None:
     dead: list[Any] = []
-    engine, calls = _engine(tmp_path, failures=5, retries=50, backoff=0.2, timeout=1.0,
+    # failing every time: with fewer failures, jittered waits that happen to be short
+    # would let an attempt succeed within the timeout (about 1 run in 100)
+    engine, calls = _engine(tmp_path, failures=1000, retries=50, backoff=0.2, timeout=1.0,
                             dead=dead)
     started = time.monotonic()
     assert engine.handle(_event()) == [("R", "a", "failure")]
