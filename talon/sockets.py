@@ -110,10 +110,26 @@ class Timeout:
             raise TimeoutError("timed out") from None
 
     def sendall(self, data: bytes) -> None:
-        try:
+        """Send all of `data` within the timeout, as a whole (as Python's own timeouts
+        bound a sendall): a peer that reads a little at a time cannot stretch it."""
+        if not self._kernel:
             self._sock.sendall(data)
-        except BlockingIOError:
-            raise TimeoutError("timed out") from None
+            return
+        budget = self.current
+        deadline = None if budget is None else time.monotonic() + budget
+        view, sent = memoryview(data), 0
+        while True:
+            try:
+                sent += self._sock.send(view[sent:])
+            except BlockingIOError:  # a kernel timeout: nothing sent for that long
+                raise TimeoutError("timed out") from None
+            if sent >= len(view):
+                break
+            if deadline is not None:  # slow path: the next send gets what is left
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self.set(left)  # callers set their timeout again before their next use
 
 
 def peer_closed(sock: socket.socket, idle_since: float) -> bool:

@@ -82,6 +82,29 @@ def test_a_write_the_peer_does_not_read_times_out(
     assert timed(lambda: timeout.sendall(b"x" * 50_000_000)) < 4
 
 
+def test_a_peer_reading_a_little_at_a_time_cannot_stretch_a_send(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    stop = threading.Event()
+
+    def trickle() -> None:  # 1 KiB every 50 ms: progress, but 20 KiB/s
+        while not stop.wait(0.05):
+            try:
+                server.recv(1024)
+            except OSError:
+                return
+
+    reader = threading.Thread(target=trickle, daemon=True)
+    reader.start()
+    try:
+        timeout = sockets.Timeout(client, 0.5)
+        assert timed(lambda: timeout.sendall(b"x" * 5_000_000)) < 1.5  # not 250 s
+    finally:
+        stop.set()
+        reader.join(5)
+
+
 def test_a_shorter_timeout_is_set_a_longer_one_within_slack_is_kept(
         pair: tuple[socket.socket, socket.socket]) -> None:
     client, _server = pair
