@@ -395,7 +395,7 @@ class Engine:
     def _run_then_started(self, run: Callable[[ActionContext], Any], ctx: ActionContext,
                           started: ActionStarted) -> Any:
         """`run(ctx)` of an actionner whose run makes its check (PluginInfo.checked_by_run):
-        `started` is reported after it, unless its check failed."""
+        `started` is reported after it, unless it raised CheckFailedError."""
         try:
             result = run(ctx)
         except CheckFailedError:
@@ -403,8 +403,7 @@ class Engine:
         except BaseException:
             self.report(started)
             raise
-        if not isinstance(getattr(result, "cause", None), CheckFailedError):
-            self.report(started)
+        self.report(started)
         return result
 
     def _contexts(self, event: Event, rule: Rule, action: Action,

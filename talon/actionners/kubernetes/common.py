@@ -80,10 +80,14 @@ def _read_pod(ctx: ActionContext, namespace: str, pod: str) -> dict[str, Any]:
         return read_json(kube(ctx).call("GET", kube_names.pod_path(namespace, pod)))
     except Exception as exc:
         if is_not_found(exc):
-            raise CheckFailedError(
-                f"the pod '{pod}' in the namespace '{namespace}' doesn't exist") from exc
+            raise pod_missing(namespace, pod) from exc
         raise ActionError(f"cannot read the pod '{pod}' in the namespace '{namespace}': "
                           f"{api_error(exc)}") from exc
+
+
+def pod_missing(namespace: str, pod: str) -> CheckFailedError:
+    """The failed check of every pod-based actionner: the pod is not there (a 404)."""
+    return CheckFailedError(f"the pod '{pod}' in the namespace '{namespace}' doesn't exist")
 
 
 def read_json(response: Any) -> dict[str, Any]:

@@ -34,7 +34,6 @@ from talon.clients import kube
 from talon.plugin import (
     ActionContext,
     ActionError,
-    CheckFailedError,
     ParamValueError,
     Result,
     Status,
@@ -347,9 +346,10 @@ def _read_pod(ctx: ActionContext, fresh: bool) -> dict[str, Any]:
     return common.reread_pod(ctx) if fresh else common.read_pod(ctx)
 
 
-def _patch_pod(k: Any, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
-    common.discard(k.call("PATCH", kube.pod_path(namespace, name), body=ops,
-                          content_type="application/json-patch+json"))
+def _patch_pod(k: Any, namespace: str, name: str, patch: Any,
+               content_type: str = "application/json-patch+json") -> None:
+    common.discard(k.call("PATCH", kube.pod_path(namespace, name), body=patch,
+                          content_type=content_type))
 
 
 def _patch_node(k: Any, node: str, ops: list[dict[str, Any]]) -> None:
@@ -362,7 +362,7 @@ def _edit(ctx: ActionContext, field_name: str, verb: str, done: str) -> Result:
     namespace, name = common.pod_target(ctx)
     objects = common.pod_objects(namespace, name)
     if ctx.params.level != "node" and not ctx.params.ttl:
-        return _merge_edit(ctx, field_name, verb, done, namespace, name)
+        return _merge_edit(ctx, field_name, f"cannot {verb}", done, objects)
     common.pod_exists(ctx)  # this path's check: its read is the one the run uses
 
     def body() -> Result:
@@ -397,22 +397,21 @@ def merge_body(field_name: str, entries: Mapping[str, str]) -> dict[str, Any]:
     return {"metadata": {field_name: {key: value or None for key, value in entries.items()}}}
 
 
-def _merge_edit(ctx: ActionContext, field_name: str, verb: str, done: str, namespace: str,
-                name: str) -> Result:
+def _merge_edit(ctx: ActionContext, field_name: str, failed: str, done: str,
+                objects: Mapping[str, str]) -> Result:
     """The pod's keys in one request: a merge patch, atomic on the API server (no read, no
     conflict to retry), whose 404 is the check that the pod exists."""
+    namespace, name = objects["namespace"], objects["pod"]
     where = f"the pod '{name}' in the namespace '{namespace}'"
-    objects = common.pod_objects(namespace, name)
     try:
-        common.discard(common.kube(ctx).call(
-            "PATCH", kube.pod_path(namespace, name),
-            body=merge_body(field_name, getattr(ctx.params, field_name)),
-            content_type="application/merge-patch+json"))
+        _patch_pod(common.kube(ctx), namespace, name,
+                   merge_body(field_name, getattr(ctx.params, field_name)),
+                   "application/merge-patch+json")
     except Exception as exc:
         if common.is_not_found(exc):
-            raise CheckFailedError(f"{where} doesn't exist") from exc
+            raise common.pod_missing(namespace, name) from exc
         return Result(status=Status.FAILURE, objects=objects, cause=exc,
-                      error=f"cannot {verb} {where}: {common.api_error(exc)}")
+                      error=f"{failed} {where}: {common.api_error(exc)}")
     return Result(output=f"{where} has been {done}", objects=objects)
 
 
