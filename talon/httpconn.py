@@ -79,7 +79,7 @@ class _Rejection(Exception):
         self.field, self.close, self.headers = field, close, tuple(headers)
 
 
-class _DeadlineReader(io.RawIOBase):
+class _DeadlineReader(sockets.Reads):
     """Socket reads bounded by one deadline for the whole request, not per recv().
 
     A client trickling one byte at a time cannot stretch a request past the deadline.
@@ -89,15 +89,12 @@ class _DeadlineReader(io.RawIOBase):
     """
 
     def __init__(self, timeout: sockets.Timeout, step: float) -> None:
-        super().__init__()
-        self._timeout, self._step = timeout, step
+        super().__init__(timeout)
+        self._step = step
         self._deadline = time.monotonic()
 
     def arm(self, seconds: float) -> None:
         self._deadline = time.monotonic() + seconds
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         while True:

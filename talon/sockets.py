@@ -22,6 +22,7 @@ make the latency tail. So:
 from __future__ import annotations
 
 import functools
+import io
 import select
 import socket
 import ssl
@@ -35,7 +36,8 @@ SLACK = 0.25
 FRESH = 1.0
 """A connection idle for less than this (seconds) is checked by its TCP state alone."""
 
-_TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (Linux)
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux
+_TCP_ESTABLISHED = 1  # tcp_info.tcpi_state
 _TIMEVAL = struct.Struct("@ll")  # struct timeval where time_t and suseconds_t are longs
 
 
@@ -132,6 +134,20 @@ class Timeout:
                 self.set(left)  # callers set their timeout again before their next use
 
 
+class Reads(io.RawIOBase):
+    """The reads of a socket under its `Timeout`, as a raw stream (for io.BufferedReader)."""
+
+    def __init__(self, timeout: Timeout) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._timeout.recv_into(buffer)
+
+
 def peer_closed(sock: socket.socket, idle_since: float) -> bool:
     """Whether the other end closed or reset this idle connection (or, when it has been idle
     FRESH seconds or more, sent it anything): it must not carry another request.
@@ -151,10 +167,9 @@ def peer_closed(sock: socket.socket, idle_since: float) -> bool:
 
 def _tcp_state(sock: socket.socket) -> int | None:
     """The kernel's TCP state of `sock` (Linux TCP_INFO), None where it cannot say."""
-    option = getattr(socket, "TCP_INFO", None)
-    if option is None:
+    if _TCP_INFO is None:
         return None
     try:
-        return sock.getsockopt(socket.IPPROTO_TCP, option, 8)[0]
+        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
     except (OSError, ValueError):
         return None

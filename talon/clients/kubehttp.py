@@ -46,9 +46,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from talon import sockets
+from talon.httphead import MAX_HEADERS, MAX_LINE
 
-MAX_LINE = 65536
-MAX_HEADERS = 100
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # no CR, LF, space or control in a request target
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "OPTIONS", "DELETE"))
@@ -100,27 +99,13 @@ class _Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.timeout = sockets.Timeout(sock, sock.gettimeout())
-        self.reader = io.BufferedReader(_Reads(self.timeout))
+        self.reader = io.BufferedReader(sockets.Reads(self.timeout))
         self.idle_since = time.monotonic()
 
     def close(self) -> None:
         for part in (self.reader, self.sock):
             with contextlib.suppress(OSError):
                 part.close()
-
-
-class _Reads(io.RawIOBase):
-    """A connection's reads, under its timeout (see talon.sockets)."""
-
-    def __init__(self, timeout: sockets.Timeout) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self._timeout.recv_into(buffer)
 
 
 class _Deadline:
