@@ -306,11 +306,7 @@ class Store:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self._idle = True
-            try:
-                self._wake.wait(left)
-            finally:
-                self._idle = False
+            self._sleep(left)
         self._want = 1
 
     def _wait_for_work(self, next_prune: float) -> float:
@@ -321,11 +317,16 @@ class Store:
             due = min(next_prune, self._lazy_at)
             if self._open.rows or self._stopping or now >= due:
                 return now
-            self._idle = True
-            try:
-                self._wake.wait(due - now)
-            finally:
-                self._idle = False
+            self._sleep(due - now)
+
+    def _sleep(self, seconds: float) -> None:
+        """(Under _lock.) Wait on _wake up to `seconds`, marked idle so that writers
+        know a wake-up is needed."""
+        self._idle = True
+        try:
+            self._wake.wait(seconds)
+        finally:
+            self._idle = False
 
     def _commit(self, batch: _Batch, lazy: _Lazy, pruning: bool) -> None:
         if not (batch.rows or lazy.done or lazy.dedup or lazy.fail or pruning):
