@@ -121,6 +121,12 @@ class _Running:
     reported: bool = False
 
 
+def _usable(event: Event) -> bool:
+    """Whether an event can be matched at all: it names its Falco rule and a known
+    priority (else it is counted and logged as unusable)."""
+    return bool(event.rule) and event.priority.lower() in PRIORITIES
+
+
 def _missing_fields(event: Event, required: tuple[str, ...]) -> list[str]:
     missing = []
     for spec in required:
@@ -230,15 +236,14 @@ class Engine:
     def settled(self, event: Event) -> bool:
         """True when `handle(event)` would do nothing: a usable event no rule matches (in
         the rules in force now). The journal commits such an event done at once."""
-        return bool(event.rule) and event.priority.lower() in PRIORITIES \
-            and not self.rules.current.matcher.match(event)
+        return _usable(event) and not self.rules.current.matcher.match(event)
 
     def handle(self, event: Event) -> list[tuple[str, str, str]]:
         """Process `event`; returns (rule, action, status) for each action considered."""
         ruleset = self.rules.current
         matched = ruleset.matcher.match(event)
         if not matched:
-            if not event.rule or event.priority.lower() not in PRIORITIES:
+            if not _usable(event):
                 reason = "no_rule" if not event.rule else "unknown_priority"
                 self.report(EventOutcome(event=event, status=UNUSABLE, reason=reason))
             return []
