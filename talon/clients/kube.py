@@ -240,17 +240,20 @@ def api_error(exc: BaseException) -> str:
     return _short(exc)
 
 
+def _namespaced_path(api: str, resource: str, namespace: str, name: str) -> str:
+    base = f"{api}/namespaces/{quote(namespace, safe='')}/{resource}"
+    return f"{base}/{quote(name, safe='')}" if name else base
+
+
 def pod_path(namespace: str, name: str = "") -> str:
     """The API path of a pod (of the pods of `namespace` without `name`); the names are
     checked (talon.names) before they reach a path."""
-    base = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
-    return f"{base}/{quote(name, safe='')}" if name else base
+    return _namespaced_path("/api/v1", "pods", namespace, name)
 
 
 def lease_path(namespace: str, name: str = "") -> str:
     """The API path of a Lease (of the Leases of `namespace` without `name`)."""
-    base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
-    return f"{base}/{quote(name, safe='')}" if name else base
+    return _namespaced_path("/apis/coordination.k8s.io/v1", "leases", namespace, name)
 
 
 def node_of(pod: Any) -> str:
