@@ -222,10 +222,13 @@ def test_held_leases_are_deleted_once_expired_without_listing(kube_api: FakeKube
 def test_a_held_lease_taken_over_meanwhile_survives(kube_api: FakeKubeAPI, api: Any) -> None:
     mine = backend(api)
     assert mine.first_seen(KEY, 2) is True
+    written = lease(kube_api)["metadata"]["resourceVersion"]
     other = backend(api, identity="replica-b", skew=30)  # its clock: after the expiry
     assert other.first_seen(KEY, 2) is True  # an update taking the expired Lease over
     sweeper = LeaseSweeper(api, NS, owned=mine.owned, wall=lambda: time.time() + 10)
     assert sweeper.sweep_owned() == 0  # 409: the resourceVersion moved on
+    [delete] = kube_api.requests_for("DELETE")  # tried, with the version this replica wrote
+    assert delete.body["preconditions"] == {"resourceVersion": written}
     assert lease(kube_api)["spec"]["holderIdentity"] == "replica-b"
 
 
