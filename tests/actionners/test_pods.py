@@ -378,6 +378,7 @@ def test_edit_that_changes_nothing_keeps_the_resource_version(
     created = kube_api.add(meta_pod(field, {"a": "1"}))
     acted = act(rules(actionner, {field: {"a": "1", "b": ""}}), event())
     assert acted.done == [("R", "A", "success")]
+    assert merge_patches(kube_api) == [{"metadata": {field: {"a": "1", "b": None}}}]
     stored = kube_api.get("pods", "shop", "web-1")
     assert stored is not None
     assert stored["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
